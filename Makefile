@@ -1,0 +1,51 @@
+# graphql-service: every entry point a developer or CI needs.
+# `make run` starts the whole stack; `make test` sets up everything it needs and runs the suite.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKERS ?= 2
+PORT ?= 8080
+
+.PHONY: venv system-deps run test check fmt lint types bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# nginx (the front proxy), promtool (Prometheus checks) and wrk (benchmarks) from Debian.
+system-deps:
+	@if ! command -v nginx >/dev/null || ! command -v promtool >/dev/null || ! command -v wrk >/dev/null; then \
+	  echo "installing nginx, prometheus (promtool) and wrk with apt"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light prometheus wrk >/dev/null; \
+	fi
+
+# The whole stack: migrations, the supervisor with $(WORKERS) workers, a private nginx on $(PORT).
+run: venv system-deps
+	WORKERS=$(WORKERS) PORT=$(PORT) $(VENV)/bin/graphql-service run --workers $(WORKERS) --port $(PORT)
+
+# pytest's own exit status is kept: 5 ("no tests collected") fails the target.
+test: venv system-deps
+	$(PY) -m pytest -p no:cacheprovider -q $(PYTEST_ARGS)
+
+fmt: venv
+	$(VENV)/bin/ruff format service tests
+
+lint: venv
+	$(VENV)/bin/ruff format --check service tests
+	$(VENV)/bin/ruff check service tests
+
+types: venv
+	$(VENV)/bin/mypy
+
+check: lint types test
+
+bench: venv system-deps
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

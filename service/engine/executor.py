@@ -1,0 +1,211 @@
+"""The GraphQL pipeline shared by every transport: cache lookup, execute, format.
+
+``Engine.run`` returns an ``Outcome`` directly when execution finished synchronously (the common
+case for cheap queries: no event-loop round trip, no task) or an awaitable of one when a resolver
+is async. Transports branch on ``inspect.isawaitable`` once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from graphql import ExecutionResult, GraphQLSchema, execute
+
+from service.engine import errors as codes
+from service.engine.cache import CachedDocument, DocumentCache
+from service.engine.errors import ExceptionHandler, format_errors
+from service.engine.limits import Limits
+from service.settings import Settings
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """The result of one operation.
+
+    ``body`` is the GraphQL response map (spec section 7.1): ``{"data": ..., "errors"?: [...]}``,
+    or ``{"errors": [...]}`` without ``data`` when the request failed before execution
+    (``request_error`` is then true: parse, validation, variable coercion or operation selection
+    errors). ``operation_type`` is ``query``, ``mutation``, ``subscription`` or ``unknown``.
+    """
+
+    body: dict[str, Any]
+    operation_type: str
+    request_error: bool = False
+    error_code: str | None = None
+
+
+def schema_of(schema: Any) -> GraphQLSchema:
+    """Accept a graphene ``Schema`` or a graphql-core ``GraphQLSchema``."""
+    if isinstance(schema, GraphQLSchema):
+        return schema
+    inner = getattr(schema, "graphql_schema", None)
+    if isinstance(inner, GraphQLSchema):
+        return inner
+    raise TypeError(f"expected a graphene.Schema or GraphQLSchema, got {type(schema).__name__}")
+
+
+def request_failure(errors: list[dict[str, Any]], operation_type: str, code: str) -> Outcome:
+    return Outcome({"errors": errors}, operation_type, True, code)
+
+
+class Engine:
+    """Runs GraphQL operations against one schema with a shared document cache."""
+
+    def __init__(
+        self,
+        schema: Any,
+        settings: Settings,
+        *,
+        middleware: Sequence[Any] | None = None,
+        exception_handler: ExceptionHandler | None = None,
+    ) -> None:
+        self.schema = schema_of(schema)
+        self.settings = settings
+        self.middleware = list(middleware) if middleware else None
+        self.exception_handler = exception_handler
+        self.limits = Limits(
+            max_depth=settings.max_depth,
+            max_aliases=settings.max_aliases,
+            max_fields=settings.max_fields,
+        )
+        self.cache = DocumentCache(
+            self.schema,
+            size=settings.document_cache_size,
+            limits=self.limits,
+            introspection=settings.introspection,
+        )
+        self.inflight = 0
+
+    def prepare(
+        self, query: str, operation_name: str | None
+    ) -> tuple[CachedDocument | None, str, Outcome | None]:
+        """Look the document up and pick the operation.
+
+        Returns ``(document, operation_type, failure)``; ``failure`` is set when the request
+        cannot run (its ``Outcome`` has ``request_error``).
+        """
+        if len(query) > self.settings.max_document_bytes and (
+            len(query.encode("utf-8")) > self.settings.max_document_bytes
+        ):
+            return (
+                None,
+                "unknown",
+                request_failure(
+                    [
+                        codes.error(
+                            f"The document is larger than the limit of "
+                            f"{self.settings.max_document_bytes} bytes.",
+                            "DOCUMENT_TOO_LARGE",
+                        )
+                    ],
+                    "unknown",
+                    "DOCUMENT_TOO_LARGE",
+                ),
+            )
+        cached = self.cache.get(query)
+        if cached.errors is not None:
+            code = cached.error_code or codes.VALIDATION_FAILED
+            return None, "unknown", request_failure(cached.errors, "unknown", code)
+        operation_type, problem = cached.select(operation_name)
+        if problem is not None or operation_type is None:
+            return (
+                None,
+                "unknown",
+                request_failure(
+                    [codes.error(problem or "No operation.", codes.OPERATION_NOT_FOUND)],
+                    "unknown",
+                    codes.OPERATION_NOT_FOUND,
+                ),
+            )
+        return cached, operation_type, None
+
+    def execute(
+        self,
+        cached: CachedDocument,
+        operation_type: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: Any,
+        root_value: Any = None,
+    ) -> Outcome | Awaitable[Outcome]:
+        """Execute a prepared query or mutation (GraphQL spec section 6.2)."""
+        result = execute(
+            self.schema,
+            cached.document,  # type: ignore[arg-type]
+            root_value,
+            context,
+            variables,
+            operation_name,
+            middleware=self.middleware,
+        )
+        if isinstance(result, ExecutionResult):
+            return self.finish(result, operation_type, context)
+        return self._finish_async(result, operation_type, context)
+
+    async def _finish_async(
+        self, pending: Awaitable[ExecutionResult], operation_type: str, context: Any
+    ) -> Outcome:
+        self.inflight += 1
+        try:
+            timeout = self.settings.operation_timeout_s
+            try:
+                result = await asyncio.wait_for(pending, timeout if timeout > 0 else None)
+            except TimeoutError:
+                return Outcome(
+                    {
+                        "data": None,
+                        "errors": [
+                            codes.error(
+                                f"The operation timed out after {timeout:g} s.",
+                                codes.OPERATION_TIMEOUT,
+                            )
+                        ],
+                    },
+                    operation_type,
+                    False,
+                    codes.OPERATION_TIMEOUT,
+                )
+        finally:
+            self.inflight -= 1
+        return self.finish(result, operation_type, context)
+
+    def finish(self, result: ExecutionResult, operation_type: str, context: Any) -> Outcome:
+        """Shape an ``ExecutionResult`` into an ``Outcome``, masking internal errors."""
+        errors = result.errors
+        if not errors:
+            return Outcome({"data": result.data}, operation_type)
+        formatted = format_errors(errors, context, self.exception_handler)
+        if result.data is None and all(err.path is None for err in errors):
+            # Variable coercion failed (spec 6.1.2): nothing executed, so no "data" key.
+            for item in formatted:
+                item.setdefault("extensions", {}).setdefault("code", codes.BAD_USER_INPUT)
+            return request_failure(formatted, operation_type, codes.BAD_USER_INPUT)
+        return Outcome({"data": result.data, "errors": formatted}, operation_type)
+
+    def run(
+        self,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: Any,
+    ) -> Outcome | Awaitable[Outcome]:
+        """Prepare and execute a query or mutation; subscriptions are a request error here."""
+        cached, operation_type, failure = self.prepare(query, operation_name)
+        if failure is not None:
+            return failure
+        assert cached is not None
+        if operation_type == "subscription":
+            return request_failure(
+                [
+                    codes.error(
+                        "Subscriptions need a WebSocket (graphql-transport-ws or graphql-ws).",
+                        "BAD_REQUEST",
+                    )
+                ],
+                operation_type,
+                "BAD_REQUEST",
+            )
+        return self.execute(cached, operation_type, variables, operation_name, context)

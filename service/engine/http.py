@@ -1,0 +1,347 @@
+"""The GraphQL-over-HTTP core: an ``HTTPRequest`` in, an ``HTTPResponse`` out, no sockets.
+
+Both transports (the native httptools protocol and the ASGI adapter) call ``HTTPCore.handle``.
+It answers synchronously when it can (cached document, sync resolvers, sync context) and returns
+an awaitable otherwise.
+
+Status codes (GraphQL-over-HTTP draft, section 7):
+- 200: executed; also parse/validation/variable errors when the response type is
+  ``application/json``.
+- 400: malformed request; parse/validation/variable errors with
+  ``application/graphql-response+json`` (no ``data`` key in the body).
+- 401: ``get_context`` raised ``HTTPError(401)`` (invalid token).
+- 404 unknown path; 405 wrong method, or a mutation over GET (``Allow: POST``); 406 Accept;
+  413 body/document/variables too large; 415 Content-Type; 503 overloaded (``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from service import metrics
+from service.engine import errors as codes
+from service.engine.executor import Engine, Outcome
+from service.protocols.http import (
+    APPLICATION_JSON,
+    GRAPHQL_RESPONSE_JSON,
+    GraphQLParams,
+    HTTPError,
+    negotiate,
+    parse_get,
+    parse_post,
+)
+
+
+@dataclasses.dataclass(slots=True)
+class HTTPRequest:
+    """One HTTP request as the core sees it. ``headers`` has lower-cased names; repeated headers
+    are joined with ``", "``. ``remote`` is the peer address (``"host:port"`` or the unix socket
+    path) and ``request_id`` comes from ``X-Request-ID`` (set by nginx) or is generated."""
+
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    body: bytes
+    remote: str | None = None
+    request_id: str = ""
+
+
+@dataclasses.dataclass(slots=True)
+class HTTPResponse:
+    """Status, headers and body bytes, plus what the request log line needs."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    operation_type: str = "unknown"
+    operation_name: str | None = None
+    user: str | None = None
+
+
+ContextGetter = Callable[[HTTPRequest], Any]
+
+
+def new_request_id(headers: dict[str, str]) -> str:
+    """``X-Request-ID`` when the client (nginx) sent a sane one, else a fresh random id."""
+    given = headers.get("x-request-id")
+    if given and len(given) <= 200 and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def default_context(request: HTTPRequest) -> dict[str, Any]:
+    """The context resolvers get when no ``get_context`` is given:
+    ``{"request": HTTPRequest, "request_id": str, "user": None}``."""
+    return {"request": request, "request_id": request.request_id, "user": None}
+
+
+def _user_of(context: Any) -> str | None:
+    if isinstance(context, dict):
+        user = context.get("user")
+        if isinstance(user, dict):
+            sub = user.get("sub")
+            return sub if isinstance(sub, str) else None
+    return None
+
+
+class HTTPCore:
+    """GraphQL over HTTP on one path (default ``/graphql``)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        get_context: ContextGetter | None = None,
+        path: str = "/graphql",
+    ) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.get_context = get_context or default_context
+        self.path = path
+        self._requests: dict[tuple[str, str, str], Any] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
+        self._errors: dict[str, Any] = {}
+        self.allowed_names = self.settings.metrics_operation_names
+
+    # --- metrics -------------------------------------------------------------------------------
+    def _record(
+        self, transport: str, outcome_status: str, operation_type: str, name: str | None, t0: float
+    ) -> None:
+        key = (transport, operation_type, outcome_status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = metrics.REQUESTS.labels(*key)
+        child.inc()
+        label = metrics.bounded_operation_name(name, self.allowed_names)
+        dkey = (operation_type, label)
+        hist = self._durations.get(dkey)
+        if hist is None:
+            hist = self._durations[dkey] = metrics.REQUEST_DURATION.labels(*dkey)
+        hist.observe(time.perf_counter() - t0)
+
+    def count_errors(self, errors: list[dict[str, Any]]) -> None:
+        for item in errors:
+            code = codes.error_code(item)
+            child = self._errors.get(code)
+            if child is None:
+                child = self._errors[code] = metrics.ERRORS.labels(code)
+            child.inc()
+
+    # --- responses -----------------------------------------------------------------------------
+    def reject(self, exc: HTTPError, media: str, t0: float) -> HTTPResponse:
+        """Answer a request error with ``{"errors": [{"message", "extensions": {"code"}}]}``."""
+        body = {"errors": [codes.error(exc.message, exc.code)]}
+        self.count_errors(body["errors"])
+        self._record("http", "rejected", "unknown", None, t0)
+        headers = [("content-type", media + "; charset=utf-8"), *exc.headers]
+        return HTTPResponse(exc.status, headers, orjson.dumps(body))
+
+    def respond(
+        self,
+        outcome: Outcome,
+        media: str,
+        name: str | None,
+        context: Any,
+        t0: float,
+    ) -> HTTPResponse:
+        body = outcome.body
+        errors = body.get("errors")
+        if outcome.request_error:
+            status = 400 if media == GRAPHQL_RESPONSE_JSON else 200
+            label = "rejected"
+        else:
+            status = 200
+            label = "error" if errors else "ok"
+        if errors:
+            self.count_errors(errors)
+        self._record("http", label, outcome.operation_type, name, t0)
+        try:
+            payload = orjson.dumps(body)
+        except TypeError as exc:  # a resolver returned something JSON cannot carry
+            return self.internal_error(exc, context, media, t0)
+        return HTTPResponse(
+            status,
+            [("content-type", media + "; charset=utf-8")],
+            payload,
+            outcome.operation_type,
+            name,
+            _user_of(context),
+        )
+
+    def internal_error(
+        self, exc: BaseException, context: Any, media: str, t0: float
+    ) -> HTTPResponse:
+        """500 for our own failures; the client sees only the request id."""
+        handler = self.engine.exception_handler or codes.default_exception_handler
+        try:
+            handler(exc, context)
+        except Exception:
+            codes.log.exception("exception_handler raised")
+        request_id = context.get("request_id") if isinstance(context, dict) else None
+        request_id = request_id or getattr(context, "request_id", None)
+        body = {
+            "errors": [
+                codes.error(
+                    f"Internal server error (request id {request_id})",
+                    codes.INTERNAL,
+                    requestId=request_id,
+                )
+            ]
+        }
+        self.count_errors(body["errors"])
+        self._record("http", "rejected", "unknown", None, t0)
+        return HTTPResponse(500, [("content-type", media + "; charset=utf-8")], orjson.dumps(body))
+
+    # --- the pipeline --------------------------------------------------------------------------
+    def handle(self, request: HTTPRequest) -> HTTPResponse | Awaitable[HTTPResponse]:
+        """Answer one request on the GraphQL path. Never raises for client input."""
+        t0 = time.perf_counter()
+        if not request.request_id:
+            request.request_id = new_request_id(request.headers)
+        media = APPLICATION_JSON
+        try:
+            if request.path != self.path:
+                raise HTTPError(
+                    404,
+                    f"Not found: {request.path!r}; GraphQL is served on {self.path!r}.",
+                    code="NOT_FOUND",
+                )
+            media = negotiate(request.headers.get("accept"))
+            method = request.method
+            if method == "POST":
+                params = parse_post(request.headers.get("content-type"), request.body, orjson.loads)
+                variables_bytes = len(request.body) - len(params.query)
+            elif method == "GET":
+                params = parse_get(request.query_string, orjson.loads)
+                variables_bytes = len(request.query_string) - len(params.query)
+            else:
+                raise HTTPError(
+                    405,
+                    f"Method {method} is not allowed: use GET for queries or POST.",
+                    headers=(("allow", "GET, POST"),),
+                    code="METHOD_NOT_ALLOWED",
+                )
+            limit = self.settings.max_variables_bytes
+            if (
+                variables_bytes > limit
+                and params.variables
+                and len(orjson.dumps(params.variables)) > limit
+            ):
+                raise HTTPError(
+                    413,
+                    f"The variables are larger than the limit of {limit} bytes.",
+                    code="VARIABLES_TOO_LARGE",
+                )
+        except HTTPError as exc:
+            return self.reject(exc, media, t0)
+        return self._run(request, params, media, t0)
+
+    def _run(
+        self, request: HTTPRequest, params: GraphQLParams, media: str, t0: float
+    ) -> HTTPResponse | Awaitable[HTTPResponse]:
+        engine = self.engine
+        name = params.operation_name
+        cached, operation_type, failure = engine.prepare(params.query, name)
+        if failure is not None:
+            if failure.error_code == "DOCUMENT_TOO_LARGE":
+                return self.reject(
+                    HTTPError(413, failure.body["errors"][0]["message"], code="DOCUMENT_TOO_LARGE"),
+                    media,
+                    t0,
+                )
+            return self.respond(failure, media, name, None, t0)
+        assert cached is not None
+        if operation_type == "mutation" and request.method == "GET":
+            return self.reject(
+                HTTPError(
+                    405,
+                    "Mutations are not allowed over GET; use POST.",
+                    headers=(("allow", "POST"),),
+                    code="METHOD_NOT_ALLOWED",
+                ),
+                media,
+                t0,
+            )
+        if operation_type == "subscription":
+            return self.reject(
+                HTTPError(
+                    400,
+                    "Subscriptions are served over WebSocket (graphql-transport-ws or graphql-ws) "
+                    "on this path, not over plain HTTP.",
+                ),
+                media,
+                t0,
+            )
+        if engine.inflight >= self.settings.max_inflight:
+            return self.reject(
+                HTTPError(
+                    503,
+                    f"The server is at its limit of {self.settings.max_inflight} operations in "
+                    "flight; retry shortly.",
+                    headers=(("retry-after", "1"),),
+                    code="SERVICE_UNAVAILABLE",
+                ),
+                media,
+                t0,
+            )
+        try:
+            context = self.get_context(request)
+        except HTTPError as exc:
+            return self.reject(exc, media, t0)
+        except Exception as exc:
+            return self.internal_error(exc, {"request_id": request.request_id}, media, t0)
+        if inspect.isawaitable(context):
+            return self._run_async(context, request, params, cached, operation_type, media, t0)
+        try:
+            outcome = engine.execute(cached, operation_type, params.variables, name, context)
+        except Exception as exc:
+            return self.internal_error(exc, context, media, t0)
+        if isinstance(outcome, Outcome):
+            return self.respond(outcome, media, name, context, t0)
+        return self._await_outcome(outcome, media, name, context, t0)
+
+    async def _await_outcome(
+        self, pending: Awaitable[Outcome], media: str, name: str | None, context: Any, t0: float
+    ) -> HTTPResponse:
+        metrics.INFLIGHT.inc()
+        try:
+            outcome = await pending
+        except Exception as exc:
+            return self.internal_error(exc, context, media, t0)
+        finally:
+            metrics.INFLIGHT.dec()
+        return self.respond(outcome, media, name, context, t0)
+
+    async def _run_async(
+        self,
+        pending_context: Awaitable[Any],
+        request: HTTPRequest,
+        params: GraphQLParams,
+        cached: Any,
+        operation_type: str,
+        media: str,
+        t0: float,
+    ) -> HTTPResponse:
+        try:
+            context = await pending_context
+        except HTTPError as exc:
+            return self.reject(exc, media, t0)
+        except Exception as exc:
+            return self.internal_error(exc, {"request_id": request.request_id}, media, t0)
+        try:
+            outcome = self.engine.execute(
+                cached, operation_type, params.variables, params.operation_name, context
+            )
+        except Exception as exc:
+            return self.internal_error(exc, context, media, t0)
+        if not isinstance(outcome, Outcome):
+            return await self._await_outcome(outcome, media, params.operation_name, context, t0)
+        return self.respond(outcome, media, params.operation_name, context, t0)

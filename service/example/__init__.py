@@ -1,0 +1,1 @@
+"""The example schema served by default: notes and chat messages stored in Postgres."""

@@ -1,0 +1,186 @@
+"""Sans-I/O GraphQL-over-HTTP request shaping (graphql.github.io/graphql-over-http, draft).
+
+Everything here is pure: bytes and strings in, a ``GraphQLParams`` or an ``HTTPError`` out. The
+engine executes; the transports own sockets. JSON decoding is injected (``loads``) so this module
+needs only the standard library.
+
+Spec sections implemented:
+- 5.1 Accept: ``application/graphql-response+json`` and ``application/json``; a missing Accept
+  means ``application/json`` (legacy watershed rule); ``*/*`` and ``application/*`` choose
+  ``application/json`` so legacy clients and curl get 200 for request errors; otherwise 406.
+- 5.2 GET: parameters in the query string; ``variables`` and ``extensions`` JSON-encoded.
+- 5.3 POST: ``application/json`` body ``{query, variables?, operationName?, extensions?}``;
+  ``application/graphql`` body is the query itself (a common extension).
+- 7 Response status codes for request errors: 400 for malformed requests regardless of media type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+APPLICATION_JSON = "application/json"
+
+
+class HTTPError(Exception):
+    """A request the client got wrong: answer ``status`` with ``message`` in a GraphQL error.
+
+    ``headers`` are extra response headers (``Allow`` on 405). ``code`` goes into
+    ``extensions.code``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        code: str = "BAD_REQUEST",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+        self.code = code
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GraphQLParams:
+    """One GraphQL-over-HTTP request's parameters (spec section 5, "Request Parameters")."""
+
+    query: str
+    variables: dict[str, Any] | None
+    operation_name: str | None
+    extensions: dict[str, Any] | None
+
+
+_accept_cache: dict[str, str] = {}
+
+
+def negotiate(accept: str | None) -> str:
+    """Choose the response media type from an Accept header value.
+
+    Returns ``application/graphql-response+json`` or ``application/json``. Quality values are
+    honoured; on a tie the explicit ``application/graphql-response+json`` wins.
+    Raises ``HTTPError(406)`` when neither type nor a wildcard for them is acceptable.
+    """
+    if not accept:
+        return APPLICATION_JSON
+    cached = _accept_cache.get(accept)
+    if cached is not None:
+        return cached
+    best: tuple[float, int, str] | None = None
+    for part in accept.split(","):
+        fields = part.strip().split(";")
+        media = fields[0].strip().lower()
+        q = 1.0
+        for param in fields[1:]:
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q <= 0:
+            continue
+        if media == GRAPHQL_RESPONSE_JSON:
+            candidate = (q, 2, GRAPHQL_RESPONSE_JSON)
+        elif media == APPLICATION_JSON:
+            candidate = (q, 1, APPLICATION_JSON)
+        elif media in ("*/*", "application/*"):
+            candidate = (q, 0, APPLICATION_JSON)
+        else:
+            continue
+        if best is None or candidate[:2] > best[:2]:
+            best = candidate
+    if best is None:
+        raise HTTPError(
+            406,
+            f"Not acceptable: Accept {accept!r} allows neither {GRAPHQL_RESPONSE_JSON} "
+            f"nor {APPLICATION_JSON}.",
+            code="NOT_ACCEPTABLE",
+        )
+    if len(_accept_cache) < 256:
+        _accept_cache[accept] = best[2]
+    return best[2]
+
+
+def _optional_object(value: Any, name: str) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise HTTPError(400, f"The '{name}' parameter must be a JSON object or null.")
+
+
+def _params_from_mapping(data: dict[str, Any]) -> GraphQLParams:
+    query = data.get("query")
+    if query is None:
+        if isinstance(data.get("extensions"), dict) and "persistedQuery" in data["extensions"]:
+            raise HTTPError(
+                400, "Persisted queries are not supported.", code="PERSISTED_QUERY_NOT_SUPPORTED"
+            )
+        raise HTTPError(400, "The 'query' parameter is missing.")
+    if not isinstance(query, str):
+        raise HTTPError(400, "The 'query' parameter must be a string.")
+    operation_name = data.get("operationName")
+    if operation_name is not None and not isinstance(operation_name, str):
+        raise HTTPError(400, "The 'operationName' parameter must be a string or null.")
+    return GraphQLParams(
+        query,
+        _optional_object(data.get("variables"), "variables"),
+        operation_name or None,
+        _optional_object(data.get("extensions"), "extensions"),
+    )
+
+
+def parse_get(query_string: str, loads: Callable[[str | bytes], Any] = json.loads) -> GraphQLParams:
+    """Parameters of a GET request (spec 5.2); ``variables``/``extensions`` are JSON text."""
+    raw = parse_qs(query_string, keep_blank_values=True)
+    data: dict[str, Any] = {key: values[-1] for key, values in raw.items()}
+    for name in ("variables", "extensions"):
+        text = data.get(name)
+        if text is None or text == "":
+            data[name] = None
+            continue
+        try:
+            data[name] = loads(text)
+        except ValueError as exc:
+            raise HTTPError(400, f"The '{name}' parameter is not valid JSON: {exc}") from None
+    return _params_from_mapping(data)
+
+
+def parse_post(
+    content_type: str | None, body: bytes, loads: Callable[[str | bytes], Any] = json.loads
+) -> GraphQLParams:
+    """Parameters of a POST request (spec 5.3) from its Content-Type and body.
+
+    Raises ``HTTPError`` 415 for an unsupported Content-Type and 400 for a malformed body.
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == APPLICATION_JSON or media.endswith("+json"):
+        if not body:
+            raise HTTPError(400, "The request body is empty; expected a JSON object.")
+        try:
+            data = loads(body)
+        except ValueError as exc:
+            raise HTTPError(400, f"The request body is not valid JSON: {exc}") from None
+        if isinstance(data, list):
+            raise HTTPError(400, "Batched requests (a JSON array) are not supported.")
+        if not isinstance(data, dict):
+            raise HTTPError(400, "The request body must be a JSON object.")
+        return _params_from_mapping(data)
+    if media == "application/graphql":
+        try:
+            query = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HTTPError(400, "The request body is not valid UTF-8.") from None
+        return GraphQLParams(query, None, None, None)
+    shown = content_type if content_type else "none"
+    raise HTTPError(
+        415,
+        f"Unsupported Content-Type {shown!r}: use application/json or application/graphql.",
+        code="UNSUPPORTED_MEDIA_TYPE",
+    )

@@ -1,0 +1,348 @@
+"""``serve()``: run a graphene schema on TCP and unix sockets with the native transport.
+
+``serve(schema, listen=[{"protocol": "tcp", "port": 25100}, {"protocol": "unix", "path":
+"/tmp/worker0"}])`` blocks until SIGINT/SIGTERM, then drains. ``run=False`` returns a ``Server``
+to ``await`` (it starts listening) and later ``await server.close()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from service.engine.errors import ExceptionHandler
+from service.engine.executor import Engine
+from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPResponse
+from service.server.native import HTTPProtocol, RequestLogger, WebSocketHandler
+from service.settings import Settings
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+
+_JSON = [("content-type", "application/json")]
+
+
+class ServiceApp:
+    """Routes ``/healthz`` and ``/readyz``; everything else goes to the GraphQL core."""
+
+    def __init__(self, core: HTTPCore, ready_check: ReadyCheck | None = None) -> None:
+        self.core = core
+        self.ready_check = ready_check
+        self.draining = False
+
+    def handle(self, request: HTTPRequest) -> HTTPResponse | Awaitable[HTTPResponse]:
+        path = request.path
+        if path == "/healthz":
+            return HTTPResponse(200, list(_JSON), b'{"status":"ok"}')
+        if path == "/readyz":
+            return self._ready()
+        return self.core.handle(request)
+
+    async def _ready(self) -> HTTPResponse:
+        if self.draining:
+            return HTTPResponse(503, list(_JSON), b'{"status":"draining"}')
+        if self.ready_check is None:
+            return HTTPResponse(200, list(_JSON), b'{"status":"ready"}')
+        try:
+            ok = await asyncio.wait_for(self.ready_check(), 5.0)
+        except Exception:
+            ok = False
+        if ok:
+            return HTTPResponse(200, list(_JSON), b'{"status":"ready"}')
+        return HTTPResponse(
+            503,
+            list(_JSON),
+            orjson.dumps({"status": "unavailable", "reason": "database unreachable"}),
+        )
+
+
+def _check_listen(listen: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    specs = []
+    for spec in listen:
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"listen entries must be dicts, got {spec!r}")
+        protocol = spec.get("protocol")
+        if protocol == "tcp":
+            port = spec.get("port")
+            if not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ValueError(
+                    f"tcp listen entry needs an integer 'port' in 0..65535: {dict(spec)!r}"
+                )
+        elif protocol == "unix":
+            path = spec.get("path")
+            if not isinstance(path, str) or not path:
+                raise ValueError(f"unix listen entry needs a 'path': {dict(spec)!r}")
+        else:
+            raise ValueError(
+                f"unsupported listen protocol {protocol!r}: use 'tcp' (port, host) or 'unix' (path)"
+            )
+        specs.append(dict(spec))
+    if not specs:
+        raise ValueError("listen is empty: give at least one {'protocol': 'tcp'|'unix', ...}")
+    return specs
+
+
+def _listening(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        return False
+    else:
+        return True
+    finally:
+        probe.close()
+
+
+def bind_unix(path: str, *, atomic: bool = False, backlog: int = 1024) -> tuple[socket.socket, int]:
+    """Bind and listen on unix socket ``path``, connectable by any local user (mode 0666).
+
+    ``atomic=False``: a stale file is removed only when nothing listens on it; a live one raises
+    ``OSError(EADDRINUSE)``. ``atomic=True`` (supervisor workers): bind a temporary path and
+    ``rename`` it over ``path``, so the path never goes missing while a worker is replaced.
+    Returns the socket and the inode now at ``path`` (to unlink only our own file later).
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if atomic:
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            sock.bind(tmp)
+            os.chmod(tmp, 0o666)
+            sock.listen(backlog)
+            os.rename(tmp, path)
+        else:
+            if os.path.lexists(path):
+                if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                    raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+                if _listening(path):
+                    raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
+                os.unlink(path)
+            sock.bind(path)
+            os.chmod(path, 0o666)
+            sock.listen(backlog)
+        sock.setblocking(False)
+        return sock, os.stat(path).st_ino
+    except BaseException:
+        sock.close()
+        raise
+
+
+class ConnectionSet(set[HTTPProtocol]):
+    """The open connections of a server; ``empty`` is set whenever the last one goes away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def add(self, item: HTTPProtocol) -> None:
+        super().add(item)
+        self.empty.clear()
+
+    def discard(self, item: object) -> None:
+        super().discard(item)
+        if not self:
+            self.empty.set()
+
+
+class Server:
+    """Listening sockets plus the connections they accepted."""
+
+    def __init__(
+        self,
+        handler: ServiceApp,
+        settings: Settings,
+        listen: Sequence[Mapping[str, Any]],
+        *,
+        websocket: WebSocketHandler | None = None,
+        log_request: RequestLogger | None = None,
+        atomic_unix: bool = False,
+        on_close: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        self.handler = handler
+        self.settings = settings
+        self.listen = _check_listen(listen)
+        self.websocket = websocket
+        self.log_request = log_request
+        self.atomic_unix = atomic_unix
+        self.on_close = list(on_close)
+        self.servers: list[asyncio.AbstractServer] = []
+        self.connections = ConnectionSet()
+        self.unix_paths: list[tuple[str, int]] = []
+        self.closed = False
+
+    def _factory(self) -> HTTPProtocol:
+        return HTTPProtocol(
+            self.handler,
+            self.settings,
+            self.connections,
+            websocket=self.websocket,
+            log_request=self.log_request,
+        )
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [s for server in self.servers for s in server.sockets]  # type: ignore[attr-defined]
+
+    def tcp_port(self) -> int:
+        """The first TCP listener's port (useful with ``port=0``)."""
+        for sock in self.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                return int(sock.getsockname()[1])
+        raise LookupError("no TCP listener")
+
+    async def start(self) -> Server:
+        loop = asyncio.get_running_loop()
+        try:
+            for spec in self.listen:
+                if spec["protocol"] == "tcp":
+                    server = await loop.create_server(
+                        self._factory,
+                        host=spec.get("host", "127.0.0.1"),
+                        port=spec["port"],
+                        reuse_address=True,
+                        backlog=spec.get("backlog", 1024),
+                    )
+                else:
+                    sock, inode = bind_unix(spec["path"], atomic=self.atomic_unix)
+                    self.unix_paths.append((spec["path"], inode))
+                    server = await loop.create_server(self._factory, sock=sock)
+                self.servers.append(server)
+        except BaseException:
+            await self.close(0)
+            raise
+        return self
+
+    def __await__(self) -> Any:
+        return self.start().__await__()
+
+    def stop_accepting(self) -> None:
+        """Close the listeners and remove our own unix socket files (not a successor's)."""
+        for server in self.servers:
+            server.close()
+        for path, inode in self.unix_paths:
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == inode:
+                    os.unlink(path)
+        self.unix_paths.clear()
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish within ``timeout_s`` (default: the
+        graceful timeout), then close what is left and run the ``on_close`` hooks."""
+        if self.closed:
+            return
+        self.closed = True
+        self.handler.draining = True
+        self.stop_accepting()
+        grace = self.settings.graceful_timeout_s if timeout_s is None else timeout_s
+        for conn in list(self.connections):
+            conn.shutdown()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connections.empty.wait(), grace)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        for hook in self.on_close:
+            try:
+                await hook()
+            except Exception:
+                import logging
+
+                logging.getLogger("service.server").exception("on_close hook failed")
+
+
+def build_server(
+    schema: Any,
+    listen: Sequence[Mapping[str, Any]],
+    *,
+    settings: Settings | None = None,
+    get_context: ContextGetter | None = None,
+    exception_handler: ExceptionHandler | None = None,
+    middleware: Sequence[Any] | None = None,
+    ready_check: ReadyCheck | None = None,
+    on_connect: Any = None,
+    atomic_unix: bool = False,
+    log_request: RequestLogger | None = None,
+    on_close: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> Server:
+    """Wire engine, HTTP core, WebSocket endpoint and listeners; nothing is bound yet."""
+    settings = settings or Settings.from_env()
+    engine = Engine(schema, settings, middleware=middleware, exception_handler=exception_handler)
+    core = HTTPCore(engine, get_context=get_context)
+    app = ServiceApp(core, ready_check)
+    websocket = None
+    try:
+        from service.server.websocket import make_websocket_handler
+    except ImportError:  # pragma: no cover - the WebSocket endpoint is optional
+        pass
+    else:
+        websocket = make_websocket_handler(engine, core, settings, get_context, on_connect)
+    return Server(
+        app,
+        settings,
+        listen,
+        websocket=websocket,
+        log_request=log_request,
+        atomic_unix=atomic_unix,
+        on_close=on_close,
+    )
+
+
+def serve(
+    schema: Any,
+    listen: Sequence[Mapping[str, Any]],
+    get_context: ContextGetter | None = None,
+    exception_handler: ExceptionHandler | None = None,
+    enable_uvloop: bool = True,
+    run: bool = True,
+    **options: Any,
+) -> Server | None:
+    """Serve ``schema`` (graphene ``Schema`` or ``GraphQLSchema``) on every ``listen`` entry.
+
+    ``listen``: ``[{"protocol": "tcp", "port": int, "host"?: str = "127.0.0.1"},
+    {"protocol": "unix", "path": str}]``; anything else raises ``ValueError``.
+    ``get_context(request: HTTPRequest)`` may be sync or async; ``request`` carries ``remote``,
+    ``headers`` and the rest. ``exception_handler(exc, context)`` sees every masked exception.
+    Extra keyword ``options``: ``settings``, ``middleware``, ``ready_check``, ``on_connect``.
+
+    ``run=True`` blocks (uvloop when ``enable_uvloop``) until SIGINT or SIGTERM, then drains for
+    ``settings.graceful_timeout_s``. ``run=False`` returns the ``Server`` unstarted:
+    ``server = await serve(..., run=False)`` binds, ``await server.close()`` stops.
+    """
+    _check_listen(listen)
+    server = build_server(
+        schema, listen, get_context=get_context, exception_handler=exception_handler, **options
+    )
+    if not run:
+        return server
+
+    async def main() -> None:
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.close()
+
+    if enable_uvloop:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+    return None

@@ -1,0 +1,116 @@
+"""The gunicorn worker class: one uvloop process serving slot ``k`` on ``{socket_dir}/worker{k}``.
+
+Lifecycle (gunicorn calls these in the forked child):
+1. ``load_wsgi``: create the uvloop loop (after fork), build the app, bind the slot socket
+   atomically (temporary path renamed over the slot path). gunicorn sets ``booted`` only after
+   this returns, so a worker is "booted" only once its socket is bound.
+2. ``run``: serve; heartbeat with ``notify()``; exit when the parent (arbiter) dies.
+3. SIGTERM: graceful. If the arbiter announced a reload (SIGUSR2, sent by the ``on_reload``
+   hook), keep accepting until the successor has renamed its socket over the slot path, so the
+   path always has a listener. Then stop accepting, finish in-flight requests within
+   ``graceful_timeout``, exit. SIGQUIT/SIGINT: stop at once.
+
+Slots are assigned in the arbiter (``hooks.pre_fork``); gunicorn has no worker ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import Any
+
+from gunicorn.workers.base import Worker
+
+from service.settings import Settings
+
+
+class GraphQLWorker(Worker):
+    """gunicorn worker running the native transport on a unix socket per slot."""
+
+    slot: int = 0
+
+    def init_signals(self) -> None:
+        # The loop installs its own handlers in run(); until then, default TERM/INT behaviour.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+    def load_wsgi(self) -> None:
+        import uvloop
+
+        from service.server.application import build_worker_server
+
+        self.settings = Settings.from_env()
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.handover = False
+        self.stop_event = asyncio.Event()
+        self.quick = False
+        self.server = build_worker_server(self.settings, self.slot, self)
+        self.loop.run_until_complete(self.server.start())
+        self.log.info(
+            "worker slot %s listening on %s", self.slot, self.settings.slot_path(self.slot)
+        )
+
+    def run(self) -> None:
+        try:
+            self.loop.run_until_complete(self._main())
+        finally:
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+        sys.exit(0)
+
+    def _on_term(self) -> None:
+        self.alive = False
+        self.stop_event.set()
+
+    def _on_quit(self) -> None:
+        self.alive = False
+        self.quick = True
+        self.stop_event.set()
+
+    def _on_handover(self) -> None:
+        self.handover = True
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_term)
+        loop.add_signal_handler(signal.SIGINT, self._on_quit)
+        loop.add_signal_handler(signal.SIGQUIT, self._on_quit)
+        loop.add_signal_handler(signal.SIGUSR2, self._on_handover)
+        interval = max(0.2, min(1.0, float(self.timeout) / 2))
+        while not self.stop_event.is_set():
+            self.notify()
+            if os.getppid() != self.ppid:
+                self.log.info("parent changed, shutting down worker slot %s", self.slot)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), interval)
+        if self.quick:
+            await self.server.close(0)
+            return
+        if self.handover:
+            await self._wait_for_successor()
+        await self.server.close(self.settings.graceful_timeout_s)
+
+    async def _wait_for_successor(self) -> None:
+        """Keep serving until the slot path holds a successor's socket (bounded wait)."""
+        path = self.settings.slot_path(self.slot)
+        ours = {inode for p, inode in self.server.unix_paths if p == path}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(1.0, self.settings.graceful_timeout_s / 2)
+        while loop.time() < deadline:
+            try:
+                if os.stat(path).st_ino not in ours:
+                    return
+            except FileNotFoundError:
+                pass
+            self.notify()
+            await asyncio.sleep(0.05)  # polling the filesystem, bounded by the deadline
+
+    def handle_exit(self, sig: int, frame: Any) -> None:  # gunicorn API; unused with loop handlers
+        self._on_term()

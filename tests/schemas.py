@@ -1,0 +1,79 @@
+"""A small graphene schema for transport and engine tests (no database)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import graphene
+from graphql import GraphQLError
+
+
+class Item(graphene.ObjectType):
+    name = graphene.String()
+    child = graphene.Field(lambda: Item)
+    blob = graphene.String()
+
+    def resolve_child(root: Any, info: Any) -> dict[str, Any]:
+        return {"name": "child"}
+
+    def resolve_blob(root: Any, info: Any) -> str:
+        return "x" * 2000
+
+
+class Query(graphene.ObjectType):
+    hello = graphene.String(name=graphene.String())
+    slow = graphene.String(seconds=graphene.Float(default_value=0.5))
+    boom = graphene.String()
+    refused = graphene.String()
+    must = graphene.NonNull(graphene.String)
+    item = graphene.Field(Item)
+    echo = graphene.String(value=graphene.Int(required=True))
+    whoami = graphene.String()
+
+    def resolve_hello(root: Any, info: Any, name: str | None = None) -> str:
+        return f"Hello, {name or 'world'}!"
+
+    async def resolve_slow(root: Any, info: Any, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return f"slept {seconds}"
+
+    def resolve_boom(root: Any, info: Any) -> str:
+        raise RuntimeError("secret internal detail")
+
+    def resolve_refused(root: Any, info: Any) -> str:
+        raise GraphQLError("you may not", extensions={"code": "FORBIDDEN"})
+
+    def resolve_must(root: Any, info: Any) -> None:
+        return None
+
+    def resolve_item(root: Any, info: Any) -> dict[str, Any]:
+        return {"name": "root"}
+
+    def resolve_echo(root: Any, info: Any, value: int) -> str:
+        return str(value)
+
+    def resolve_whoami(root: Any, info: Any) -> str:
+        return str(info.context.get("user") if isinstance(info.context, dict) else None)
+
+
+class Mutation(graphene.ObjectType):
+    bump = graphene.Int(by=graphene.Int(default_value=1))
+
+    def resolve_bump(root: Any, info: Any, by: int) -> int:
+        return by + 1
+
+
+class Subscription(graphene.ObjectType):
+    count = graphene.Int(upto=graphene.Int(default_value=3))
+
+    async def subscribe_count(root: Any, info: Any, upto: int) -> AsyncIterator[int]:
+        for i in range(upto):
+            yield i
+
+    def resolve_count(root: Any, info: Any, upto: int) -> Any:
+        return root
+
+
+schema = graphene.Schema(query=Query, mutation=Mutation, subscription=Subscription)
