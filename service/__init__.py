@@ -1,27 +1,29 @@
 """graphql-service: a fast production GraphQL server for graphene 3 schemas.
 
 Public API: ``serve``, ``asgi_app``, ``Settings``, ``Subscription``, ``HTTPRequest``.
+Attributes load lazily: importing ``service`` alone imports no metrics (the supervisor must set
+``PROMETHEUS_MULTIPROC_DIR`` before prometheus-client is first imported).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from service.engine.http import HTTPRequest, HTTPResponse
-from service.settings import Settings
+__all__ = ["HTTPRequest", "HTTPResponse", "Settings", "Subscription", "asgi_app", "serve"]
 
-__all__ = ["HTTPRequest", "HTTPResponse", "Settings", "asgi_app", "serve"]
+_LAZY = {
+    "serve": "service.server.serve",
+    "asgi_app": "service.server.asgi",
+    "Settings": "service.settings",
+    "HTTPRequest": "service.engine.http",
+    "HTTPResponse": "service.engine.http",
+    "Subscription": "service.subscriptions",
+}
 
 
-def serve(*args: Any, **kwargs: Any) -> Any:
-    """See ``service.server.serve.serve``."""
-    from service.server.serve import serve as _serve
-
-    return _serve(*args, **kwargs)
-
-
-def asgi_app(*args: Any, **kwargs: Any) -> Any:
-    """See ``service.server.asgi.asgi_app``."""
-    from service.server.asgi import asgi_app as _asgi_app
-
-    return _asgi_app(*args, **kwargs)
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'service' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

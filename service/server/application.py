@@ -61,4 +61,5 @@ def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Se
         ready_check=ready,
         atomic_unix=True,
         on_close=[close_db],
+        identity={"slot": slot},
     )

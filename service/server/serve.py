@@ -33,15 +33,21 @@ _JSON = [("content-type", "application/json")]
 class ServiceApp:
     """Routes ``/healthz`` and ``/readyz``; everything else goes to the GraphQL core."""
 
-    def __init__(self, core: HTTPCore, ready_check: ReadyCheck | None = None) -> None:
+    def __init__(
+        self,
+        core: HTTPCore,
+        ready_check: ReadyCheck | None = None,
+        identity: Mapping[str, Any] | None = None,
+    ) -> None:
         self.core = core
         self.ready_check = ready_check
         self.draining = False
+        self.health = orjson.dumps({"status": "ok", "pid": os.getpid(), **(identity or {})})
 
     def handle(self, request: HTTPRequest) -> HTTPResponse | Awaitable[HTTPResponse]:
         path = request.path
         if path == "/healthz":
-            return HTTPResponse(200, list(_JSON), b'{"status":"ok"}')
+            return HTTPResponse(200, list(_JSON), self.health)
         if path == "/readyz":
             return self._ready()
         return self.core.handle(request)
@@ -278,12 +284,13 @@ def build_server(
     atomic_unix: bool = False,
     log_request: RequestLogger | None = None,
     on_close: Sequence[Callable[[], Awaitable[None]]] = (),
+    identity: Mapping[str, Any] | None = None,
 ) -> Server:
     """Wire engine, HTTP core, WebSocket endpoint and listeners; nothing is bound yet."""
     settings = settings or Settings.from_env()
     engine = Engine(schema, settings, middleware=middleware, exception_handler=exception_handler)
     core = HTTPCore(engine, get_context=get_context)
-    app = ServiceApp(core, ready_check)
+    app = ServiceApp(core, ready_check, identity)
     websocket = None
     try:
         from service.server.websocket import make_websocket_handler

@@ -1,0 +1,36 @@
+"""Checks for resolver arguments: each returns the clean value or raises ``bad_input``."""
+
+from __future__ import annotations
+
+import re
+
+from service.example.errors import bad_input
+
+BIGINT_MAX = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_id(value: object, argument: str, minimum: int = 1) -> int:
+    """An ``ID`` argument as the integer key of a row (``minimum`` .. bigint max)."""
+    text = str(value)
+    if not _DIGITS.fullmatch(text) or not minimum <= int(text) <= BIGINT_MAX:
+        raise bad_input(argument, f"must be an integer id of at least {minimum}, not {text!r}")
+    return int(text)
+
+
+def text(value: str, argument: str, max_chars: int) -> str:
+    """A string that is not blank and at most ``max_chars`` characters long."""
+    if not value.strip():
+        raise bad_input(argument, "must not be empty")
+    if len(value) > max_chars:
+        raise bad_input(argument, f"must be at most {max_chars} characters, not {len(value)}")
+    return value
+
+
+def int_between(value: int | None, argument: str, low: int, high: int) -> int:
+    """An integer in ``low`` .. ``high``; an explicit null is refused too."""
+    if value is None:
+        raise bad_input(argument, "must not be null")
+    if not low <= value <= high:
+        raise bad_input(argument, f"must be between {low} and {high}, not {value}")
+    return value

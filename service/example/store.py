@@ -1,0 +1,148 @@
+"""Notes and chat messages in Postgres. Rows become plain dicts here and nowhere else.
+
+The dicts are ready for JSON (ids are ints, times are ISO 8601 strings), so the same value can
+be returned by a resolver and broadcast to subscribers. Functions raise ``DatabaseUnavailable``
+when Postgres cannot answer; arguments are assumed valid (the schema checks them).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+from service.db import fetch, fetchone
+from service.settings import Settings
+
+
+class NoteRecord(TypedDict):
+    id: int
+    title: str
+    description: str | None
+    priority: int
+    created_by: str
+    created_at: str
+
+
+class MessageRecord(TypedDict):
+    id: int
+    chatroom: str
+    text: str
+    sender: str
+    sent_at: str
+
+
+NOTE_COLUMNS = "id, title, description, priority, created_by, created_at"
+MESSAGE_COLUMNS = "id, chatroom, text, sender, sent_at"
+# Columns updateNote may change, mapped to their SET clause (never built from input).
+_NOTE_UPDATES = {
+    "title": "title = %s",
+    "description": "description = %s",
+    "priority": "priority = %s",
+}
+
+
+def iso_utc(moment: datetime.datetime) -> str:
+    """``2026-11-21T20:30:00.123456Z``: UTC, always with microseconds."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def note_from_row(row: tuple[Any, ...]) -> NoteRecord:
+    """A row selected as ``NOTE_COLUMNS``."""
+    id_, title, description, priority, created_by, created_at = row
+    return NoteRecord(
+        id=id_,
+        title=title,
+        description=description,
+        priority=priority,
+        created_by=created_by,
+        created_at=iso_utc(created_at),
+    )
+
+
+def message_from_row(row: tuple[Any, ...]) -> MessageRecord:
+    """A row selected as ``MESSAGE_COLUMNS``."""
+    id_, chatroom, text, sender, sent_at = row
+    return MessageRecord(
+        id=id_, chatroom=chatroom, text=text, sender=sender, sent_at=iso_utc(sent_at)
+    )
+
+
+def _one(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    if row is None:  # INSERT ... RETURNING always returns its row
+        raise RuntimeError("INSERT returned no row")
+    return row
+
+
+async def create_note(
+    settings: Settings, *, title: str, description: str | None, priority: int, created_by: str
+) -> NoteRecord:
+    row = await fetchone(
+        settings,
+        f"INSERT INTO notes (title, description, priority, created_by) VALUES (%s, %s, %s, %s)"
+        f" RETURNING {NOTE_COLUMNS}",
+        (title, description, priority, created_by),
+    )
+    return note_from_row(_one(row))
+
+
+async def get_note(settings: Settings, note_id: int) -> NoteRecord | None:
+    row = await fetchone(settings, f"SELECT {NOTE_COLUMNS} FROM notes WHERE id = %s", (note_id,))
+    return None if row is None else note_from_row(row)
+
+
+async def list_notes(settings: Settings, *, first: int, after: int) -> list[NoteRecord]:
+    """Up to ``first`` notes with ids above ``after``, by id."""
+    rows = await fetch(
+        settings,
+        f"SELECT {NOTE_COLUMNS} FROM notes WHERE id > %s ORDER BY id LIMIT %s",
+        (after, first),
+    )
+    return [note_from_row(row) for row in rows]
+
+
+async def update_note(
+    settings: Settings, note_id: int, changes: Mapping[str, object]
+) -> NoteRecord | None:
+    """Set the columns in ``changes`` (keys of ``_NOTE_UPDATES``); None if no such note."""
+    if not changes:
+        return await get_note(settings, note_id)
+    assignments = ", ".join(_NOTE_UPDATES[column] for column in changes)
+    row = await fetchone(
+        settings,
+        f"UPDATE notes SET {assignments} WHERE id = %s RETURNING {NOTE_COLUMNS}",
+        (*changes.values(), note_id),
+    )
+    return None if row is None else note_from_row(row)
+
+
+async def delete_note(settings: Settings, note_id: int) -> NoteRecord | None:
+    """Delete a note and return what it was, or None if there was no such note."""
+    row = await fetchone(
+        settings, f"DELETE FROM notes WHERE id = %s RETURNING {NOTE_COLUMNS}", (note_id,)
+    )
+    return None if row is None else note_from_row(row)
+
+
+async def add_message(
+    settings: Settings, *, chatroom: str, text: str, sender: str
+) -> MessageRecord:
+    row = await fetchone(
+        settings,
+        f"INSERT INTO chat_messages (chatroom, text, sender) VALUES (%s, %s, %s)"
+        f" RETURNING {MESSAGE_COLUMNS}",
+        (chatroom, text, sender),
+    )
+    return message_from_row(_one(row))
+
+
+async def last_messages(settings: Settings, chatroom: str, last: int) -> list[MessageRecord]:
+    """The ``last`` most recent messages of ``chatroom``, oldest first."""
+    rows = await fetch(
+        settings,
+        f"SELECT {MESSAGE_COLUMNS} FROM ("
+        f" SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE chatroom = %s"
+        f" ORDER BY id DESC LIMIT %s) AS recent ORDER BY id",
+        (chatroom, last),
+    )
+    return [message_from_row(row) for row in rows]
