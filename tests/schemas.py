@@ -9,6 +9,8 @@ from typing import Any
 import graphene
 from graphql import GraphQLError
 
+from service.subscriptions import Subscription
+
 
 class Item(graphene.ObjectType):
     name = graphene.String()
@@ -60,12 +62,57 @@ class Query(graphene.ObjectType):
 
 class Mutation(graphene.ObjectType):
     bump = graphene.Int(by=graphene.Int(default_value=1))
+    tick = graphene.Int(value=graphene.Int(required=True), group=graphene.String())
 
     def resolve_bump(root: Any, info: Any, by: int) -> int:
         return by + 1
 
+    async def resolve_tick(root: Any, info: Any, value: int, group: str | None = None) -> int:
+        return int(await Ticker.broadcast(group=group, payload={"value": value}))
 
-class Subscription(graphene.ObjectType):
+
+# --- Subscription-class fixtures (server-side fanout) -------------------------------------------
+
+UNSUBSCRIBED: list[dict[str, Any]] = []
+PUBLISHING: list[int] = []  # values whose publish() has started, in order
+
+
+class Ticker(Subscription):
+    """``value`` events; ``payload = {"value": int, "delay": seconds?, "skip": bool?}``."""
+
+    class Arguments:
+        group = graphene.String()
+
+    value = graphene.Int()
+
+    @staticmethod
+    def subscribe(root: Any, info: Any, group: str | None = None) -> list[str]:
+        return [group] if group else []
+
+    @staticmethod
+    async def publish(payload: Any, info: Any, group: str | None = None) -> Any:
+        PUBLISHING.append(payload["value"])
+        delay = payload.get("delay")
+        if delay:
+            await asyncio.sleep(delay)
+        if payload.get("skip"):
+            return Subscription.SKIP
+        return {"value": payload["value"]}
+
+    @staticmethod
+    def unsubscribed(root: Any, info: Any, group: str | None = None) -> None:
+        UNSUBSCRIBED.append({"group": group})
+
+
+class TinyQueueTicker(Ticker):
+    """The same, with a notification queue of one."""
+
+    notification_queue_limit = 1
+
+
+class TickerSubscriptions(graphene.ObjectType):
+    ticker = Ticker.Field()
+    tiny_ticker = TinyQueueTicker.Field()
     count = graphene.Int(upto=graphene.Int(default_value=3))
 
     async def subscribe_count(root: Any, info: Any, upto: int) -> AsyncIterator[int]:
@@ -76,4 +123,4 @@ class Subscription(graphene.ObjectType):
         return root
 
 
-schema = graphene.Schema(query=Query, mutation=Mutation, subscription=Subscription)
+schema = graphene.Schema(query=Query, mutation=Mutation, subscription=TickerSubscriptions)

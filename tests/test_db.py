@@ -22,6 +22,7 @@ from service.db import (
     fetchone,
     get_pool,
     migrate,
+    migrate_sync,
     ping,
 )
 from service.db.migrations import MIGRATIONS
@@ -118,6 +119,22 @@ async def test_ensure_database_creates_a_missing_database_once() -> None:
         assert ensure_database(url) is False
     finally:
         drop_database(url)
+
+
+def test_migrate_sync_creates_and_migrates() -> None:
+    url = fresh_url()
+    try:
+        assert migrate_sync(url) == ALL_VERSIONS
+        assert migrate_sync(url) == []
+    finally:
+        drop_database(url)
+
+
+async def test_migrate_against_a_dead_server_fails_fast() -> None:
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match=r"^database unavailable: "):
+        await migrate(f"postgresql://postgres@127.0.0.1:{unused_port()}/whatever")
+    assert time.monotonic() - started < HANG_GUARD_S
 
 
 def test_ensure_database_against_a_dead_server_fails_fast() -> None:

@@ -1,4 +1,8 @@
-"""The example schema end to end against a real Postgres: notes, chat, validation, outages."""
+"""The example schema end to end against a real Postgres: notes, chat, validation, outages.
+
+Notes are written as the user ``ALICE`` (creating, changing and deleting notes needs a user; who
+may do what is tested in ``tests/test_permissions.py``).
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,8 @@ query($chatroom: String!, $last: Int) {{
   history(chatroom: $chatroom, last: $last) {{ {MESSAGE_FIELDS} }}
 }}"""
 
+ALICE = {"sub": "alice", "name": "Alice"}
+
 
 async def run(
     url: str,
@@ -63,8 +69,15 @@ async def data(url: str, query: str, variables: Mapping[str, Any] | None = None,
 
 
 async def create(url: str, title: str = "a note", **variables: Any) -> dict[str, Any]:
-    note: dict[str, Any] = (await data(url, CREATE, {"title": title, **variables}))["createNote"]
+    """Create a note as ``ALICE``."""
+    result = await data(url, CREATE, {"title": title, **variables}, user=ALICE)
+    note: dict[str, Any] = result["createNote"]
     return note
+
+
+async def change(url: str, query: str, variables: Mapping[str, Any]) -> Any:
+    """Run an update or delete as ``ALICE`` (the author of every note ``create`` makes)."""
+    return await data(url, query, variables, user=ALICE)
 
 
 @pytest.fixture
@@ -81,8 +94,8 @@ def recorded_events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     async def on_note_changed(kind: str, note: Mapping[str, Any]) -> None:
         calls.append((kind, dict(note)))
 
-    async def on_chat_message(message: Mapping[str, Any]) -> None:
-        calls.append(("chat", dict(message)))
+    async def on_chat_message(message: Mapping[str, Any], sender_sub: str | None = None) -> None:
+        calls.append(("chat", {**message, "sender_sub": sender_sub}))
 
     monkeypatch.setattr(events, "on_note_changed", on_note_changed)
     monkeypatch.setattr(events, "on_chat_message", on_chat_message)
@@ -114,7 +127,7 @@ async def test_create_with_defaults_then_read(db_url: str) -> None:
     assert note["title"] == "groceries"
     assert note["description"] is None
     assert note["priority"] == 0
-    assert note["createdBy"] == "anonymous"
+    assert note["createdBy"] == "alice"
     assert ISO_UTC.fullmatch(note["createdAt"]), note["createdAt"]
     created = datetime.datetime.fromisoformat(note["createdAt"])
     assert created.utcoffset() == datetime.timedelta(0)
@@ -163,15 +176,15 @@ async def test_update_changes_only_what_is_given(
     db_url: str, recorded_events: list[tuple[str, Any]]
 ) -> None:
     note = await create(db_url, "old", description="desc", priority=3)
-    updated = (await data(db_url, UPDATE, {"id": note["id"], "title": "new"}))["updateNote"]
+    updated = (await change(db_url, UPDATE, {"id": note["id"], "title": "new"}))["updateNote"]
     assert updated == {**note, "title": "new"}
 
-    updated = (await data(db_url, UPDATE, {"id": note["id"], "priority": 7}))["updateNote"]
+    updated = (await change(db_url, UPDATE, {"id": note["id"], "priority": 7}))["updateNote"]
     assert updated == {**note, "title": "new", "priority": 7}
 
     # A null description clears it; null title and priority leave them alone.
     updated = (
-        await data(
+        await change(
             db_url, UPDATE, {"id": note["id"], "description": None, "title": None, "priority": None}
         )
     )["updateNote"]
@@ -182,14 +195,23 @@ async def test_update_changes_only_what_is_given(
 
 
 async def test_update_of_a_missing_note_is_null(db_url: str) -> None:
-    assert await data(db_url, UPDATE, {"id": "424242", "title": "x"}) == {"updateNote": None}
+    assert await change(db_url, UPDATE, {"id": "424242", "title": "x"}) == {"updateNote": None}
+    assert await change(db_url, UPDATE, {"id": "424242"}) == {"updateNote": None}
+
+
+async def test_update_without_changes_returns_the_note_and_broadcasts_nothing(
+    db_url: str, recorded_events: list[tuple[str, Any]]
+) -> None:
+    note = await create(db_url, "same")
+    assert await change(db_url, UPDATE, {"id": note["id"]}) == {"updateNote": note}
+    assert [kind for kind, _ in recorded_events] == ["created"]
 
 
 async def test_delete(db_url: str, recorded_events: list[tuple[str, Any]]) -> None:
     keep = await create(db_url, "keep")
     drop = await create(db_url, "drop")
-    assert await data(db_url, DELETE, {"id": drop["id"]}) == {"deleteNote": True}
-    assert await data(db_url, DELETE, {"id": drop["id"]}) == {"deleteNote": False}
+    assert await change(db_url, DELETE, {"id": drop["id"]}) == {"deleteNote": True}
+    assert await change(db_url, DELETE, {"id": drop["id"]}) == {"deleteNote": False}
     assert await data(db_url, NOTE, {"id": drop["id"]}) == {"note": None}
     assert (await data(db_url, NOTES))["notes"] == [{"id": keep["id"], "title": "keep"}]
     assert recorded_events[-1][0] == "deleted"
@@ -208,7 +230,7 @@ async def test_note_events_carry_the_stored_note(
         "title": "evented",
         "description": None,
         "priority": 2,
-        "created_by": "anonymous",
+        "created_by": "alice",
         "created_at": note["createdAt"],
     }
 
@@ -253,7 +275,7 @@ async def test_bad_input_names_the_argument(
     variables: dict[str, Any],
     argument: str,
 ) -> None:
-    result = await run(db_url, query, variables)
+    result = await run(db_url, query, variables, user=ALICE)
     assert result.errors is not None and len(result.errors) == 1
     error = result.errors[0]
     assert error.extensions == {"code": "BAD_USER_INPUT", "argument": argument}
@@ -302,22 +324,31 @@ async def test_chat_history_is_chronological_and_per_room(
     assert ISO_UTC.fullmatch(message["sentAt"]), message["sentAt"]
     assert [kind for kind, _ in recorded_events] == ["chat"] * 6
     assert recorded_events[0][1]["text"] == "m0"
+    assert recorded_events[0][1]["sender_sub"] is None  # anonymous: delivered to everyone
 
 
 @pytest.mark.parametrize(
-    ("user", "sender"),
+    ("user", "sender", "sender_sub"),
     [
-        (None, "Anonymous"),
-        ({"sub": "user-7"}, "user-7"),
-        ({"sub": "user-7", "name": None}, "user-7"),
-        ({"sub": "user-7", "name": "Grace"}, "Grace"),
+        (None, "Anonymous", None),
+        ({"sub": "user-7"}, "user-7", "user-7"),
+        ({"sub": "user-7", "name": None}, "user-7", "user-7"),
+        ({"sub": "user-7", "name": ""}, "user-7", "user-7"),
+        ({"sub": "user-7", "name": "Grace"}, "Grace", "user-7"),
     ],
 )
 async def test_chat_sender_comes_from_the_user(
-    db_url: str, user: dict[str, Any] | None, sender: str
+    db_url: str,
+    recorded_events: list[tuple[str, Any]],
+    user: dict[str, Any] | None,
+    sender: str,
+    sender_sub: str | None,
 ) -> None:
     result = await data(db_url, SEND, {"chatroom": "r", "text": "hi"}, user=user)
     assert result["sendChatMessage"]["sender"] == sender
+    # The event names the sender's sub, so their own subscription can skip it.
+    [(kind, payload)] = recorded_events
+    assert kind == "chat" and payload["sender_sub"] == sender_sub
 
 
 # --- outages ----------------------------------------------------------------------------------
@@ -327,6 +358,8 @@ async def test_chat_sender_comes_from_the_user(
     ("query", "variables"),
     [
         (CREATE, {"title": "t"}),
+        (UPDATE, {"id": "1", "title": "t"}),
+        (DELETE, {"id": "1"}),
         (NOTE, {"id": "1"}),
         (NOTES, {}),
         (SEND, {"chatroom": "r", "text": "hi"}),
@@ -338,7 +371,7 @@ async def test_database_down_is_service_unavailable_and_fast(
 ) -> None:
     url = f"postgresql://postgres@127.0.0.1:{unused_port()}/nothing"
     started = time.monotonic()
-    result = await run(url, query, variables)
+    result = await run(url, query, variables, user=ALICE)
     assert time.monotonic() - started < 5.0  # a hang guard
     assert result.errors is not None and len(result.errors) == 1
     assert result.errors[0].message == "database unavailable"

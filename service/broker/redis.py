@@ -1,12 +1,77 @@
-"""Redis pub/sub fanout broker (redis.asyncio)."""
+"""Redis pub/sub fanout broker (redis.asyncio).
+
+Each broker (one per worker) holds ONE pub/sub connection for receiving and one more
+connection for ``PUBLISH``. Group ``g`` is the channel ``channel_prefix + g``.
+
+Receiving. A reader task owns the pub/sub connection's receiving side and calls the local
+callbacks of each message's group, in arrival order. ``join`` and ``leave`` send ``SUBSCRIBE`` /
+``UNSUBSCRIBE`` on that connection and the reader resolves their confirmations, so ``join``
+returns once Redis has confirmed the subscription: a publish right after it is delivered.
+
+Publishing. ``publish`` queues the event for a publisher task that sends the queue in call order,
+one pipeline at a time: events published while a pipeline is in flight go together in the next
+(no timer, so no added latency when idle). Measured here, many concurrent publishers get about
+three times the throughput of one ``PUBLISH`` round trip per event. Events from one publisher
+arrive in the order it published them.
+
+Connection loss. The reader notices a dropped connection (EOF, error, or no reply to a PING sent
+after ``ping_interval_s`` of silence within another ``ping_interval_s``), then reconnects with
+exponential backoff (``backoff_initial_s`` doubling to ``backoff_max_s``, each delay jittered to
+50-100 %), resubscribes every group that has local subscribers, increments
+``graphql_broker_reconnects_total`` and logs a warning with the length of the gap. Local
+registrations survive the gap; events published during it are lost (pub/sub is at most once).
+While Redis is down:
+
+- ``publish`` raises ``BrokerUnavailable`` (refused connections fail at once; a hung server
+  after ``socket_timeout_s``, at most twice that for events queued behind a hung pipeline): an
+  event is never dropped silently. After a timeout the event may still have reached Redis;
+- ``join`` registers locally and returns without waiting; the reader subscribes on reconnect;
+- ``start`` does not fail: it logs a warning and the reader keeps trying.
+
+redis-py's own retries are disabled on these connections so that every loss goes through the
+reader's reconnect (and is counted), and ``publish`` fails fast instead of retrying.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
+from redis.retry import Retry as SyncRetry
+
+from service import metrics
+from service.broker import codec
+from service.broker.base import Broker, BrokerUnavailable, Callback, LocalSubscribers
+
+logger = logging.getLogger("service.broker")
+
+DEFAULT_CHANNEL_PREFIX = "graphql-service:"
+
+# Errors that mean "Redis is unreachable or the connection broke".
+_IO_ERRORS = (RedisError, OSError)
+
+# One queued PUBLISH: channel, wire bytes, and the future its caller awaits.
+_Outgoing = tuple[str, bytes, "asyncio.Future[int]"]
 
 
 def redis_reachable(url: str, timeout_s: float = 2.0) -> str | None:
     """``None`` when a PING to ``url`` succeeds, else the reason."""
-    import redis
-
     try:
         client = redis.Redis.from_url(
             url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
@@ -18,3 +83,457 @@ def redis_reachable(url: str, timeout_s: float = 2.0) -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages and logs)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+def publish_sync(
+    redis_url: str,
+    group: str,
+    payload: Any,
+    *,
+    channel_prefix: str = DEFAULT_CHANNEL_PREFIX,
+    timeout_s: float = 2.0,
+) -> int:
+    """Publish one event from code without a running event loop (a thread, a script, a process).
+
+    Uses the blocking redis client, one connection per call. Returns the number of receivers
+    (subscribed processes). Raises ``TypeError`` naming an unsupported payload type and
+    ``BrokerUnavailable`` when Redis cannot take the event within about ``timeout_s``.
+    """
+    data = codec.encode_envelope(group, payload, time.time())
+    try:
+        client = redis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+            retry=SyncRetry(NoBackoff(), 0),
+        )
+        try:
+            return int(client.publish(channel_prefix + group, data))
+        finally:
+            client.close()
+    except _IO_ERRORS as exc:
+        raise BrokerUnavailable(
+            f"cannot publish to Redis at {redact_url(redis_url)}: {exc}"
+        ) from exc
+
+
+class RedisBroker(Broker):
+    """Fanout across processes and hosts through Redis pub/sub."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        channel_prefix: str = DEFAULT_CHANNEL_PREFIX,
+        connect_timeout_s: float = 1.0,
+        socket_timeout_s: float = 2.0,
+        ping_interval_s: float = 10.0,
+        backoff_initial_s: float = 0.05,
+        backoff_max_s: float = 2.0,
+        close_timeout_s: float = 2.0,
+        max_batch: int = 512,
+    ) -> None:
+        self._url = url
+        self._safe_url = redact_url(url)
+        self._prefix = channel_prefix
+        self._prefix_bytes = channel_prefix.encode()
+        self._connect_timeout_s = connect_timeout_s
+        self._socket_timeout_s = socket_timeout_s
+        self._ping_interval_s = ping_interval_s
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._close_timeout_s = close_timeout_s
+        self._max_batch = max_batch
+        self._subscribers = LocalSubscribers()
+        # PUBLISH goes through its own client, one batch (pipeline) at a time; the pub/sub
+        # connection comes from a second client.
+        self._publisher: redis.asyncio.Redis | None = None
+        self._receiver: redis.asyncio.Redis | None = None
+        self._outbox: deque[_Outgoing] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        # The pub/sub connection while it is usable; None while (re)connecting or down.
+        self._pubsub: PubSub | None = None
+        # Per channel, one future per SUBSCRIBE sent and not yet confirmed, in sending order.
+        self._waiters: dict[bytes, deque[asyncio.Future[bool]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._first_attempt = asyncio.Event()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the clients and the reader; wait (bounded) for the first connection attempt.
+
+        Does not raise when Redis is down: it warns, and the reader keeps reconnecting.
+        """
+        if self._closed:
+            raise BrokerUnavailable(f"the Redis broker for {self._safe_url} is closed")
+        if self._reader is not None:
+            return
+        options: dict[str, Any] = {
+            "socket_connect_timeout": self._connect_timeout_s,
+            "socket_timeout": self._socket_timeout_s,
+            # Every loss goes through our reconnect (counted, logged); publish fails fast.
+            "retry": AsyncRetry(NoBackoff(), 0),
+            "health_check_interval": 0,
+            # RESP2: the classic pub/sub wire format, spoken by every Redis version.
+            "protocol": 2,
+            # With maintenance notifications on (redis-py's default with RESP3), the pool skips
+            # its check for a dead pooled connection, so the first PUBLISH after a Redis restart
+            # would fail on the old socket. We do not use them; keep the check.
+            "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+        }
+        self._publisher = redis.asyncio.Redis.from_url(self._url, **options)
+        self._receiver = redis.asyncio.Redis.from_url(self._url, **options)
+        self._flusher = asyncio.create_task(self._flush(), name="broker-redis-publisher")
+        self._flusher.add_done_callback(self._task_done)
+        self._reader = asyncio.create_task(self._run(), name="broker-redis-reader")
+        self._reader.add_done_callback(self._task_done)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._first_attempt.wait(),
+                self._connect_timeout_s + self._socket_timeout_s + 0.5,
+            )
+        if self._pubsub is None:
+            logger.warning(
+                "broker: Redis at %s is unreachable at start; retrying in the background "
+                "(publish raises BrokerUnavailable until it is back)",
+                self._safe_url,
+            )
+
+    async def close(self) -> None:
+        """Cancel the reader and helper tasks, close both connections; within a bounded time."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [task for task in (self._reader, self._flusher, *self._tasks) if task]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self._close_timeout_s)
+            if pending:
+                logger.warning("broker: %d task(s) did not stop within the grace", len(pending))
+        if self._pubsub is not None:
+            await self._drop(self._pubsub)
+        self._fail_waiters()
+        self._fail_outbox("broker closed")
+        self._subscribers.clear()
+        clients = [client for client in (self._publisher, self._receiver) if client is not None]
+        self._publisher = self._receiver = None
+        for client in clients:
+            try:
+                await asyncio.wait_for(client.aclose(), self._close_timeout_s)
+            except (TimeoutError, *_IO_ERRORS) as exc:
+                logger.warning("broker: closing a Redis client failed: %s", exc)
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    async def join(self, group: str, callback: Callback) -> None:
+        """Register ``callback``; when connected, return once Redis confirmed the subscription.
+
+        While Redis is down (or before ``start``), this registers locally and returns at once;
+        the reader subscribes the group when it (re)connects. If cancelled, the registration is
+        undone.
+        """
+        if self._closed:
+            raise BrokerUnavailable(f"the Redis broker for {self._safe_url} is closed")
+        first = self._subscribers.add(group, callback)
+        try:
+            await self._subscribe(group, first)
+        except asyncio.CancelledError:
+            if self._subscribers.remove(group, callback):
+                self._spawn(self._unsubscribe(group))
+            raise
+
+    async def leave(self, group: str, callback: Callback) -> None:
+        """Undo one join; the last local leaver sends ``UNSUBSCRIBE`` (not awaited to confirm)."""
+        if self._subscribers.remove(group, callback):
+            await self._unsubscribe(group)
+
+    def groups(self) -> frozenset[str]:
+        return self._subscribers.groups()
+
+    async def _subscribe(self, group: str, first: bool) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        channel = self._prefix + group
+        key = channel.encode()
+        if first:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(key, deque()).append(waiter)
+            try:
+                await pubsub.subscribe(channel)
+            except _IO_ERRORS as exc:
+                # The connection broke; the reader reconnects and subscribes every local group.
+                logger.info("broker: SUBSCRIBE %s failed (%s); deferred to reconnect", channel, exc)
+                self._forget_waiter(key, waiter)
+                return
+        else:
+            pending = self._waiters.get(key)
+            if not pending:
+                return  # already confirmed
+            waiter = pending[-1]
+        done, _ = await asyncio.wait({waiter}, timeout=self._socket_timeout_s)
+        if not done:
+            logger.warning(
+                "broker: Redis at %s did not confirm SUBSCRIBE %s within %.1f s",
+                self._safe_url,
+                channel,
+                self._socket_timeout_s,
+            )
+
+    async def _unsubscribe(self, group: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or group in self._subscribers:
+            return
+        try:
+            await pubsub.unsubscribe(self._prefix + group)
+        except _IO_ERRORS as exc:
+            # On reconnect the reader subscribes only groups that have local subscribers.
+            logger.info("broker: UNSUBSCRIBE %s%s failed: %s", self._prefix, group, exc)
+
+    def _forget_waiter(self, key: bytes, waiter: asyncio.Future[bool]) -> None:
+        pending = self._waiters.get(key)
+        if pending is not None and waiter in pending:
+            pending.remove(waiter)
+            if not pending:
+                del self._waiters[key]
+
+    def _fail_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for pending in waiters.values():
+            for waiter in pending:
+                if not waiter.done():
+                    waiter.set_result(False)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(self, group: str, payload: Any) -> int:
+        """``PUBLISH`` the event; returns the number of subscribed processes that received it.
+
+        Events are sent in call order, batched: while one pipeline is in flight, the events
+        published meanwhile wait and go together in the next one (no timer, so no added latency
+        when idle). Raises ``BrokerUnavailable`` within about ``socket_timeout_s`` (at most twice
+        that when Redis hangs). After a timeout the event may still have reached Redis.
+        """
+        data = codec.encode_envelope(group, payload, time.time())
+        if self._flusher is None or self._closed:
+            state = "closed" if self._closed else "not started"
+            raise BrokerUnavailable(f"cannot publish to Redis at {self._safe_url}: broker {state}")
+        sent: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._outbox.append((self._prefix + group, data, sent))
+        self._outbox_ready.set()
+        return await sent
+
+    async def _flush(self) -> None:
+        """The publisher task: send the outbox, one pipeline at a time, until cancelled."""
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                batch: list[_Outgoing] = []
+                while self._outbox and len(batch) < self._max_batch:
+                    item = self._outbox.popleft()
+                    if not item[2].done():  # its caller was cancelled: skip it
+                        batch.append(item)
+                if batch:
+                    await self._send(batch)
+
+    async def _send(self, batch: list[_Outgoing]) -> None:
+        assert self._publisher is not None
+        try:
+            if len(batch) == 1:  # a plain command costs less than a pipeline of one
+                results = [await self._publisher.publish(batch[0][0], batch[0][1])]
+            else:
+                async with self._publisher.pipeline(transaction=False) as pipe:
+                    for channel, data, _ in batch:
+                        pipe.publish(channel, data)
+                    results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for _, _, sent in batch:
+                self._fail(sent, "broker closed while publishing")
+            raise
+        except Exception as exc:
+            if not isinstance(exc, _IO_ERRORS):
+                logger.exception("broker: unexpected error publishing to %s", self._safe_url)
+            for _, _, sent in batch:
+                self._settle(sent, exc)
+            return
+        for (_, _, sent), result in zip(batch, results, strict=True):
+            self._settle(sent, result)
+
+    def _settle(self, sent: asyncio.Future[int], result: Any) -> None:
+        if sent.done():
+            return
+        if isinstance(result, BaseException):
+            self._fail(sent, str(result), cause=result)
+        else:
+            sent.set_result(int(result))
+
+    def _fail(
+        self, sent: asyncio.Future[int], reason: str, cause: BaseException | None = None
+    ) -> None:
+        if not sent.done():
+            error = BrokerUnavailable(f"cannot publish to Redis at {self._safe_url}: {reason}")
+            error.__cause__ = cause
+            sent.set_exception(error)
+
+    def _fail_outbox(self, reason: str) -> None:
+        outbox, self._outbox = self._outbox, deque()
+        for _, _, sent in outbox:
+            self._fail(sent, reason)
+
+    # -- the reader ------------------------------------------------------------------------
+
+    def _backoff_s(self, failures: int) -> float:
+        delay = min(self._backoff_max_s, self._backoff_initial_s * 2 ** min(failures, 30))
+        return delay * random.uniform(0.5, 1.0)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        down_since: float | None = None  # loop time an established connection was lost
+        while True:
+            try:
+                pubsub = await self._connect()
+            except _IO_ERRORS as exc:
+                if failures == 0:
+                    logger.warning(
+                        "broker: cannot connect to Redis at %s: %s; retrying", self._safe_url, exc
+                    )
+            except Exception:
+                logger.exception("broker: unexpected error connecting to %s", self._safe_url)
+            else:
+                failures = 0
+                if down_since is None:
+                    logger.info("broker: connected to Redis at %s", self._safe_url)
+                else:
+                    metrics.BROKER_RECONNECTS.inc()
+                    logger.warning(
+                        "broker: reconnected to Redis at %s after a %.3f s gap; resubscribed %d "
+                        "group(s); events published during the gap were not received",
+                        self._safe_url,
+                        loop.time() - down_since,
+                        len(self._subscribers.groups()),
+                    )
+                self._first_attempt.set()
+                try:
+                    await self._receive(pubsub)
+                except _IO_ERRORS as exc:
+                    logger.warning(
+                        "broker: lost the Redis pub/sub connection to %s: %s; reconnecting",
+                        self._safe_url,
+                        exc,
+                    )
+                except Exception:
+                    logger.exception("broker: reader failed; reconnecting")
+                finally:
+                    await self._drop(pubsub)
+                down_since = loop.time()
+            self._first_attempt.set()
+            await asyncio.sleep(self._backoff_s(failures))
+            failures += 1
+
+    async def _connect(self) -> PubSub:
+        """A connected pub/sub with every local group subscribed (confirmations pending)."""
+        assert self._receiver is not None
+        pubsub = self._receiver.pubsub()
+        try:
+            await pubsub.connect()
+            # From here, join and leave talk to this connection; the snapshot below is taken in
+            # the same step, so no group falls between the two.
+            self._pubsub = pubsub
+            channels = [self._prefix + group for group in sorted(self._subscribers.groups())]
+            loop = asyncio.get_running_loop()
+            for channel in channels:
+                self._waiters.setdefault(channel.encode(), deque()).append(loop.create_future())
+            if channels:
+                await pubsub.subscribe(*channels)
+        except BaseException:
+            await self._drop(pubsub)
+            raise
+        return pubsub
+
+    async def _drop(self, pubsub: PubSub) -> None:
+        if self._pubsub is pubsub:
+            self._pubsub = None
+            self._fail_waiters()
+        try:
+            await pubsub.aclose()
+        except Exception as exc:
+            logger.debug("broker: closing the pub/sub connection: %s", exc)
+
+    async def _receive(self, pubsub: PubSub) -> None:
+        """Dispatch messages until the connection fails (raises) or the task is cancelled."""
+        loop = asyncio.get_running_loop()
+        interval = self._ping_interval_s
+        last_rx = loop.time()
+        pinged = False
+        while True:
+            connection = pubsub.connection
+            if connection is None or not connection.is_connected:
+                raise RedisConnectionError("the pub/sub connection was closed")
+            idle = loop.time() - last_rx
+            if pinged and idle >= 2 * interval:
+                raise RedisTimeoutError(f"no reply to PING within {interval:.1f} s")
+            if not pinged and idle >= interval:
+                await pubsub.ping()
+                pinged = True
+            wait_s = (2 * interval if pinged else interval) - idle
+            message = await pubsub.get_message(timeout=max(wait_s, 0.001))
+            if message is None:
+                continue
+            last_rx = loop.time()
+            pinged = False
+            self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "message":
+            channel: bytes = message["channel"]
+            group = channel[len(self._prefix_bytes) :].decode()
+            callbacks = self._subscribers.callbacks(group)
+            if not callbacks:
+                return  # the last subscriber left; UNSUBSCRIBE is on its way
+            try:
+                event = codec.decode_envelope(message["data"])
+            except ValueError as exc:
+                logger.warning("broker: dropped a message on %r: %s", channel, exc)
+                return
+            LocalSubscribers.dispatch(callbacks, group, event.payload, event.sent_at)
+        elif kind == "subscribe":
+            key = message["channel"]
+            pending = self._waiters.get(key)
+            if pending:
+                waiter = pending.popleft()
+                if not pending:
+                    del self._waiters[key]
+                if not waiter.done():
+                    waiter.set_result(True)
+
+    # -- helper tasks ----------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        if self._closed:
+            coroutine.close()
+            return
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("broker: task %s failed", task.get_name(), exc_info=task.exception())

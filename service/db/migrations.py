@@ -16,7 +16,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from service.db.pool import DatabaseUnavailable, describe
+from service.db.pool import DatabaseUnavailable, describe, libpq_connect_timeout
 
 # Key of the session advisory lock held while migrating (an arbitrary constant: "gqlsvc01").
 MIGRATION_LOCK_KEY = 0x67716C73766330
@@ -74,7 +74,7 @@ def ensure_database(database_url: str, connect_timeout_s: float = CONNECT_TIMEOU
     """
     name = _database_name(database_url)
     maintenance = make_dsn(
-        database_url, dbname="postgres", connect_timeout=max(2, round(connect_timeout_s))
+        database_url, dbname="postgres", connect_timeout=libpq_connect_timeout(connect_timeout_s)
     )
     try:
         conn = psycopg2.connect(maintenance)
@@ -104,15 +104,19 @@ async def migrate(database_url: str) -> list[str]:
     try:
         conn = await aiopg.connect(
             database_url,
-            timeout=MIGRATION_TIMEOUT_S,
-            connect_timeout=max(2, round(CONNECT_TIMEOUT_S)),
+            timeout=CONNECT_TIMEOUT_S,
+            connect_timeout=libpq_connect_timeout(CONNECT_TIMEOUT_S),
             enable_hstore=False,
         )
+    except TimeoutError:
+        raise DatabaseUnavailable(
+            f"database unavailable: no connection within {CONNECT_TIMEOUT_S} s"
+        ) from None
     except psycopg2.OperationalError as exc:
         raise DatabaseUnavailable(f"database unavailable: {describe(exc)}") from exc
     applied: list[str] = []
     try:
-        async with conn.cursor() as cur:
+        async with conn.cursor(timeout=MIGRATION_TIMEOUT_S) as cur:
             await cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
             try:
                 await cur.execute(_CREATE_LEDGER)

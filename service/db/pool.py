@@ -5,7 +5,8 @@ any connection exists. Each pool is keyed by the settings that shape it; product
 When the running loop changes (each test has its own) the pools of the old loop are dropped and
 new ones are made. A pool whose creation failed is not kept: the next call tries again, so the
 service recovers by itself once Postgres is back. aiopg notices connections the server closed
-(its reader callback sees the EOF) and drops them on the next acquire.
+(its reader callback sees the EOF) and drops them on the next acquire; a statement that meets a
+connection which died unnoticed is retried once on a new one (see ``_run``).
 
 Every wait is bounded: connecting by ``db_connect_timeout_s`` (aiopg's timeout and libpq's
 ``connect_timeout``), acquiring by ``db_acquire_timeout_s``, a query by ``operation_timeout_s``.
@@ -136,7 +137,7 @@ def _state() -> _LoopPools:
     return _current
 
 
-def _libpq_connect_timeout(seconds: float) -> int:
+def libpq_connect_timeout(seconds: float) -> int:
     # libpq takes whole seconds and treats values below 2 as 2 (0 would mean "wait forever").
     return max(2, math.ceil(seconds))
 
@@ -161,7 +162,7 @@ async def _entry(settings: Settings) -> _Entry:
                 # aiopg bounds connecting and waiting for a free connection by this; our own
                 # deadlines (connect, acquire) are the tighter ones.
                 timeout=max(key.connect_timeout_s, key.acquire_timeout_s),
-                connect_timeout=_libpq_connect_timeout(key.connect_timeout_s),
+                connect_timeout=libpq_connect_timeout(key.connect_timeout_s),
                 enable_hstore=False,
             )
     except TimeoutError:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
-from graphql import ExecutionResult, GraphQLSchema, execute
+from graphql import ExecutionResult, GraphQLSchema, create_source_event_stream, execute
 
 from service.engine import errors as codes
 from service.engine.cache import CachedDocument, DocumentCache
@@ -209,3 +209,55 @@ class Engine:
                 "BAD_REQUEST",
             )
         return self.execute(cached, operation_type, variables, operation_name, context)
+
+    async def subscribe(
+        self,
+        cached: CachedDocument,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: Any,
+    ) -> Outcome | AsyncIterator[Outcome]:
+        """Start a subscription (GraphQL spec section 6.2.3, CreateSourceEventStream).
+
+        Returns an ``Outcome`` when the subscription could not start (errors), else an async
+        iterator of one ``Outcome`` per event (MapSourceToResponseEvent: each event executed
+        with this engine's middleware). Closing the iterator closes the source stream.
+        """
+        source = await create_source_event_stream(
+            self.schema,
+            cached.document,  # type: ignore[arg-type]
+            None,
+            context,
+            variables,
+            operation_name,
+        )
+        if isinstance(source, ExecutionResult):
+            return self.finish(source, "subscription", context)
+        return self._events(source, cached, variables, operation_name, context)
+
+    async def _events(
+        self,
+        source: Any,
+        cached: CachedDocument,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: Any,
+    ) -> AsyncIterator[Outcome]:
+        try:
+            async for event in source:
+                result = execute(
+                    self.schema,
+                    cached.document,  # type: ignore[arg-type]
+                    event,
+                    context,
+                    variables,
+                    operation_name,
+                    middleware=self.middleware,
+                )
+                if not isinstance(result, ExecutionResult):
+                    result = await result
+                yield self.finish(result, "subscription", context)
+        finally:
+            closer = getattr(source, "aclose", None)
+            if closer is not None:
+                await closer()

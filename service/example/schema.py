@@ -4,6 +4,11 @@ Resolvers check their arguments (``BAD_USER_INPUT`` naming the argument), call `
 after each successful change call the matching hook in ``events``. The GraphQL context is a dict:
 ``settings`` (a ``Settings``; read from the environment when absent) and ``user`` (None, or the
 JWT claims with ``sub`` and optionally ``name``).
+
+Permissions: anyone may read. ``createNote`` needs a user (``UNAUTHENTICATED`` otherwise) and
+records its ``sub`` as ``createdBy``; ``updateNote`` and ``deleteNote`` also need a user, and only
+the note's author may use them on it (``FORBIDDEN`` for anyone else). ``sendChatMessage`` is open
+to everyone; the sender is the user's name, else their ``sub``, else ``Anonymous``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 import graphene
 
 from service.example import events, store
-from service.example.errors import translate_db_errors
+from service.example.errors import forbidden, translate_db_errors, unauthenticated
 from service.example.inputs import int_between, parse_id
 from service.example.inputs import text as checked_text
 from service.settings import Settings
@@ -42,8 +47,35 @@ def _settings(info: graphene.ResolveInfo) -> Settings:
 
 
 def _user(info: graphene.ResolveInfo) -> Mapping[str, Any] | None:
+    """The verified claims of the caller, or None when anonymous (no usable ``sub``)."""
     user = _context(info).get("user")
-    return user if isinstance(user, Mapping) else None
+    if not isinstance(user, Mapping):
+        return None
+    sub = user.get("sub")
+    return user if isinstance(sub, str) and sub.strip() else None
+
+
+def _require_user(info: graphene.ResolveInfo) -> str:
+    """The caller's ``sub``; ``UNAUTHENTICATED`` naming this field when anonymous."""
+    user = _user(info)
+    if user is None:
+        raise unauthenticated(info.field_name)
+    return str(user["sub"])
+
+
+def _display_name(user: Mapping[str, Any]) -> str:
+    """The ``name`` claim when it is a non-blank string, else the ``sub``."""
+    name = user.get("name")
+    return name if isinstance(name, str) and name.strip() else str(user["sub"])
+
+
+class User(graphene.ObjectType):
+    """The signed-in user, from the token's claims."""
+
+    id = graphene.ID(required=True, description="The token's ``sub`` claim.")
+    name = graphene.String(
+        required=True, description="The token's ``name`` claim, or ``sub`` without one."
+    )
 
 
 class Note(graphene.ObjectType):
@@ -67,6 +99,7 @@ class ChatMessage(graphene.ObjectType):
 
 class Query(graphene.ObjectType):
     hello = graphene.String(required=True, args={"name": graphene.String()})
+    me = graphene.Field(User, description="The signed-in user; null when anonymous.")
     note = graphene.Field(Note, id=graphene.ID(required=True))
     notes = graphene.NonNull(
         graphene.List(graphene.NonNull(Note)),
@@ -84,6 +117,13 @@ class Query(graphene.ObjectType):
     @staticmethod
     def resolve_hello(root: object, info: graphene.ResolveInfo, name: str | None = None) -> str:
         return f"Hello, {name or 'world'}!"
+
+    @staticmethod
+    def resolve_me(root: object, info: graphene.ResolveInfo) -> dict[str, str] | None:
+        user = _user(info)
+        if user is None:
+            return None
+        return {"id": str(user["sub"]), "name": _display_name(user)}
 
     @staticmethod
     @translate_db_errors
@@ -116,6 +156,7 @@ class Mutation(graphene.ObjectType):
     create_note = graphene.Field(
         Note,
         required=True,
+        description="Needs a signed-in user, recorded as ``createdBy``.",
         args={
             "title": graphene.String(required=True),
             "description": graphene.String(),
@@ -131,12 +172,13 @@ class Mutation(graphene.ObjectType):
             "priority": graphene.Int(),
         },
         description="Change the fields given: a null title or priority leaves it as it is, a "
-        "null description clears it. Null when there is no such note.",
+        "null description clears it. Null when there is no such note. Only the note's author "
+        "may change it.",
     )
     delete_note = graphene.Boolean(
         required=True,
         id=graphene.ID(required=True),
-        description="True if the note existed.",
+        description="True if the note existed. Only the note's author may delete it.",
     )
     send_chat_message = graphene.Field(
         ChatMessage,
@@ -154,15 +196,15 @@ class Mutation(graphene.ObjectType):
         description: str | None = None,
         priority: int | None = None,
     ) -> store.NoteRecord:
+        author = _require_user(info)
         title = checked_text(title, "title", MAX_TITLE_CHARS)
         priority = 0 if priority is None else int_between(priority, "priority", 0, 10)
-        user = _user(info)
         note = await store.create_note(
             _settings(info),
             title=title,
             description=description,
             priority=priority,
-            created_by=str(user["sub"]) if user else "anonymous",
+            created_by=author,
         )
         await events.on_note_changed("created", note)
         return note
@@ -172,6 +214,7 @@ class Mutation(graphene.ObjectType):
     async def resolve_update_note(
         root: object, info: graphene.ResolveInfo, id: str, **fields: Any
     ) -> store.NoteRecord | None:
+        caller = _require_user(info)
         note_id = parse_id(id, "id")
         changes: dict[str, object] = {}
         if fields.get("title") is not None:
@@ -180,7 +223,10 @@ class Mutation(graphene.ObjectType):
             changes["description"] = fields["description"]
         if fields.get("priority") is not None:
             changes["priority"] = int_between(fields["priority"], "priority", 0, 10)
-        note = await store.update_note(_settings(info), note_id, changes)
+        try:
+            note = await store.update_note(_settings(info), note_id, changes, owner=caller)
+        except store.NotOwner:
+            raise forbidden(f"Only the author of note {note_id} may update it.") from None
         if note is not None and changes:
             await events.on_note_changed("updated", note)
         return note
@@ -188,7 +234,12 @@ class Mutation(graphene.ObjectType):
     @staticmethod
     @translate_db_errors
     async def resolve_delete_note(root: object, info: graphene.ResolveInfo, id: str) -> bool:
-        note = await store.delete_note(_settings(info), parse_id(id, "id"))
+        caller = _require_user(info)
+        note_id = parse_id(id, "id")
+        try:
+            note = await store.delete_note(_settings(info), note_id, owner=caller)
+        except store.NotOwner:
+            raise forbidden(f"Only the author of note {note_id} may delete it.") from None
         if note is None:
             return False
         await events.on_note_changed("deleted", note)
@@ -202,12 +253,18 @@ class Mutation(graphene.ObjectType):
         chatroom = checked_text(chatroom, "chatroom", MAX_CHATROOM_CHARS)
         body = checked_text(text, "text", MAX_MESSAGE_CHARS)
         user = _user(info)
-        sender = str(user.get("name") or user["sub"]) if user else "Anonymous"
+        sender = _display_name(user) if user else "Anonymous"
         message = await store.add_message(
             _settings(info), chatroom=chatroom, text=body, sender=sender
         )
-        await events.on_chat_message(message)
+        await events.on_chat_message(message, str(user["sub"]) if user else None)
         return message
 
 
-schema = graphene.Schema(query=Query, mutation=Mutation)
+def _build_schema() -> graphene.Schema:
+    from service.example.subscriptions import Subscriptions
+
+    return graphene.Schema(query=Query, mutation=Mutation, subscription=Subscriptions)
+
+
+schema = _build_schema()

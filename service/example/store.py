@@ -2,7 +2,9 @@
 
 The dicts are ready for JSON (ids are ints, times are ISO 8601 strings), so the same value can
 be returned by a resolver and broadcast to subscribers. Functions raise ``DatabaseUnavailable``
-when Postgres cannot answer; arguments are assumed valid (the schema checks them).
+when Postgres cannot answer; arguments are assumed valid (the schema checks them). Only a note's
+author may change or delete it: ``update_note`` and ``delete_note`` take the caller as ``owner``
+and raise ``NotOwner`` for someone else's note.
 """
 
 from __future__ import annotations
@@ -101,27 +103,64 @@ async def list_notes(settings: Settings, *, first: int, after: int) -> list[Note
     return [note_from_row(row) for row in rows]
 
 
+class NotOwner(Exception):
+    """The note exists but was created by someone else: the change was not made."""
+
+    def __init__(self, note_id: int) -> None:
+        super().__init__(f"note {note_id} belongs to another user")
+        self.note_id = note_id
+
+
+async def _refuse_or_missing(settings: Settings, note_id: int) -> None:
+    """After a change guarded by ``created_by`` touched no row: raise ``NotOwner`` when the
+    note exists (then it is someone else's, as ``created_by`` never changes), else return."""
+    row = await fetchone(settings, "SELECT 1 FROM notes WHERE id = %s", (note_id,))
+    if row is not None:
+        raise NotOwner(note_id)
+
+
 async def update_note(
-    settings: Settings, note_id: int, changes: Mapping[str, object]
+    settings: Settings, note_id: int, changes: Mapping[str, object], *, owner: str
 ) -> NoteRecord | None:
-    """Set the columns in ``changes`` (keys of ``_NOTE_UPDATES``); None if no such note."""
+    """Set the columns in ``changes`` (keys of ``_NOTE_UPDATES``) of ``owner``'s note.
+
+    Returns the note as stored, or None if there is no such note. Raises ``NotOwner`` if the
+    note was created by someone else. The ownership check and the change are one statement
+    (``WHERE id = %s AND created_by = %s``), so no concurrent request slips between them.
+    """
     if not changes:
-        return await get_note(settings, note_id)
+        note = await get_note(settings, note_id)
+        if note is not None and note["created_by"] != owner:
+            raise NotOwner(note_id)
+        return note
     assignments = ", ".join(_NOTE_UPDATES[column] for column in changes)
     row = await fetchone(
         settings,
-        f"UPDATE notes SET {assignments} WHERE id = %s RETURNING {NOTE_COLUMNS}",
-        (*changes.values(), note_id),
+        f"UPDATE notes SET {assignments} WHERE id = %s AND created_by = %s"
+        f" RETURNING {NOTE_COLUMNS}",
+        (*changes.values(), note_id, owner),
     )
-    return None if row is None else note_from_row(row)
+    if row is None:
+        await _refuse_or_missing(settings, note_id)
+        return None
+    return note_from_row(row)
 
 
-async def delete_note(settings: Settings, note_id: int) -> NoteRecord | None:
-    """Delete a note and return what it was, or None if there was no such note."""
+async def delete_note(settings: Settings, note_id: int, *, owner: str) -> NoteRecord | None:
+    """Delete ``owner``'s note and return what it was, or None if there was no such note.
+
+    Raises ``NotOwner`` (and deletes nothing) if the note was created by someone else; the
+    check and the deletion are one statement, as in ``update_note``.
+    """
     row = await fetchone(
-        settings, f"DELETE FROM notes WHERE id = %s RETURNING {NOTE_COLUMNS}", (note_id,)
+        settings,
+        f"DELETE FROM notes WHERE id = %s AND created_by = %s RETURNING {NOTE_COLUMNS}",
+        (note_id, owner),
     )
-    return None if row is None else note_from_row(row)
+    if row is None:
+        await _refuse_or_missing(settings, note_id)
+        return None
+    return note_from_row(row)
 
 
 async def add_message(

@@ -27,23 +27,53 @@ def load_app(spec: str) -> Any:
 
 
 def make_context_getter(settings: Settings) -> Any:
-    """The request context for the example domain:
-    ``{"request", "request_id", "settings", "user": JWT claims or None}``."""
+    """The HTTP request context: ``{"request", "request_id", "settings", "user"}``, where
+    ``user`` is the verified JWT claims from ``Authorization: Bearer`` or ``None``.
+    An invalid token raises ``HTTPError(401)`` with ``WWW-Authenticate``."""
+    from service.auth import AuthError, Verifier, http_auth_error
+
+    verifier = Verifier(settings)
 
     def get_context(request: HTTPRequest) -> dict[str, Any]:
+        try:
+            user = verifier.from_authorization(request.headers.get("authorization"))
+        except AuthError as exc:
+            raise http_auth_error(exc) from None
         return {
             "request": request,
             "request_id": request.request_id,
             "settings": settings,
-            "user": None,
+            "user": user,
         }
 
     return get_context
 
 
+def make_ws_authenticator(settings: Settings) -> Any:
+    """WebSocket auth from the ``connection_init`` payload (keys: ``Authorization``,
+    ``authorization``, ``authToken``, ``token``, ``headers.Authorization``). A bad token refuses
+    the connection (4403 / ``connection_error``)."""
+    from service.auth import AuthError, Verifier
+    from service.server.websocket import ConnectionRejected
+
+    verifier = Verifier(settings)
+
+    def authenticate(payload: Any, context: Any) -> Any:
+        try:
+            user = verifier.from_connection_params(payload)
+        except AuthError as exc:
+            raise ConnectionRejected(f"Forbidden: invalid token: {exc}") from None
+        if user is not None and isinstance(context, dict):
+            context["user"] = user
+        return context
+
+    return authenticate
+
+
 def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Server:
     """The server a supervisor worker runs on ``settings.slot_path(slot)``."""
     from service.db import pool
+    from service.observability.logging import log_ws_operation, make_request_logger
 
     schema = load_app(settings.app)
 
@@ -62,4 +92,7 @@ def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Se
         atomic_unix=True,
         on_close=[close_db],
         identity={"slot": slot},
+        authenticate=make_ws_authenticator(settings),
+        log_request=make_request_logger(settings),
+        log_operation=log_ws_operation,
     )

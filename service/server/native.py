@@ -149,7 +149,7 @@ class HTTPProtocol(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.remote = f"{peer[0]}:{peer[1]}"
         else:
-            self.remote = transport.get_extra_info("sockname") or "unix"
+            self.remote = "unix"
         self.connections.add(self)
         self._arm(self.settings.keepalive_timeout_s, self._on_idle_timeout)
 

@@ -21,8 +21,15 @@ import orjson
 
 from service.engine.errors import ExceptionHandler
 from service.engine.executor import Engine
-from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPResponse
+from service.engine.http import (
+    ContextGetter,
+    HTTPCore,
+    HTTPRequest,
+    HTTPResponse,
+    new_request_id,
+)
 from service.server.native import HTTPProtocol, RequestLogger, WebSocketHandler
+from service.server.websocket import make_websocket_handler
 from service.settings import Settings
 
 ReadyCheck = Callable[[], Awaitable[bool]]
@@ -45,6 +52,8 @@ class ServiceApp:
         self.health = orjson.dumps({"status": "ok", "pid": os.getpid(), **(identity or {})})
 
     def handle(self, request: HTTPRequest) -> HTTPResponse | Awaitable[HTTPResponse]:
+        if not request.request_id:
+            request.request_id = new_request_id(request.headers)
         path = request.path
         if path == "/healthz":
             return HTTPResponse(200, list(_JSON), self.health)
@@ -187,6 +196,7 @@ class Server:
         self.connections = ConnectionSet()
         self.unix_paths: list[tuple[str, int]] = []
         self.closed = False
+        self.broker: Any = None
 
     def _factory(self) -> HTTPProtocol:
         return HTTPProtocol(
@@ -208,9 +218,31 @@ class Server:
                 return int(sock.getsockname()[1])
         raise LookupError("no TCP listener")
 
+    async def _start_broker(self) -> None:
+        """Install this process's fanout broker (Redis when ``REDIS_URL``, else in-memory)."""
+        from service.broker import make_broker
+        from service.subscriptions import runtime
+
+        if runtime.serves_this_loop():
+            return
+        broker = make_broker(self.settings.redis_url or None)
+        await broker.start()
+        runtime.install_broker(broker, asyncio.get_running_loop(), self.settings)
+        self.broker = broker
+
+    async def _stop_broker(self) -> None:
+        from service.subscriptions import runtime
+
+        broker, self.broker = self.broker, None
+        if broker is not None:
+            if runtime.current_broker() is broker:
+                runtime.install_broker(None)
+            await broker.close()
+
     async def start(self) -> Server:
         loop = asyncio.get_running_loop()
         try:
+            await self._start_broker()
             for spec in self.listen:
                 if spec["protocol"] == "tcp":
                     server = await loop.create_server(
@@ -262,6 +294,7 @@ class Server:
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
+        await self._stop_broker()
         for hook in self.on_close:
             try:
                 await hook()
@@ -285,19 +318,23 @@ def build_server(
     log_request: RequestLogger | None = None,
     on_close: Sequence[Callable[[], Awaitable[None]]] = (),
     identity: Mapping[str, Any] | None = None,
+    authenticate: Callable[[Any, Any], Any] | None = None,
+    log_operation: Callable[..., None] | None = None,
 ) -> Server:
     """Wire engine, HTTP core, WebSocket endpoint and listeners; nothing is bound yet."""
     settings = settings or Settings.from_env()
     engine = Engine(schema, settings, middleware=middleware, exception_handler=exception_handler)
     core = HTTPCore(engine, get_context=get_context)
     app = ServiceApp(core, ready_check, identity)
-    websocket = None
-    try:
-        from service.server.websocket import make_websocket_handler
-    except ImportError:  # pragma: no cover - the WebSocket endpoint is optional
-        pass
-    else:
-        websocket = make_websocket_handler(engine, core, settings, get_context, on_connect)
+    websocket = make_websocket_handler(
+        engine,
+        core,
+        settings,
+        get_context,
+        on_connect,
+        authenticate=authenticate,
+        log_operation=log_operation,
+    )
     return Server(
         app,
         settings,

@@ -34,6 +34,7 @@ class Supervisor(BaseApplication):
             "on_reload": hooks.on_reload,
             "child_exit": hooks.child_exit,
             "on_starting": hooks.on_starting,
+            "logger_class": "service.supervisor.glogging.StructlogGunicornLogger",
         }
         config.update(self.options)
         for key, value in config.items():

@@ -156,14 +156,14 @@ def _maps_and_upstream(*, workers: int, socket_dir: str) -> list[str]:
         "",
         "# One server per worker slot. least_conn suits long-lived WebSockets. A dead worker's",
         "# socket refuses (or is missing), nginx passes the request to the next slot",
-        "# (proxy_next_upstream), and max_fails=1 fail_timeout=1s rests the slot for one second",
-        "# before probing it again: the supervisor respawns a worker into the same slot within",
-        "# about that time, and a lone upstream server is never rested.",
+        "# (proxy_next_upstream). max_fails=0: a slot is never marked down, because during a",
+        "# HUP reload every slot sees one failed connection at about the same moment and",
+        "# resting them would leave no live upstream; a refused unix connect costs microseconds.",
         f"upstream {UPSTREAM_NAME} {{",
         "    least_conn;",
     ]
     for slot in range(workers):
-        lines.append(f"    server unix:{socket_dir}/worker{slot} max_fails=1 fail_timeout=1s;")
+        lines.append(f"    server unix:{socket_dir}/worker{slot} max_fails=0;")
     lines += [
         "    # Idle connections to the workers kept per nginx worker process; needs",
         "    # proxy_http_version 1.1 and the empty Connection header above.",

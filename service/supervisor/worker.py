@@ -41,9 +41,12 @@ class GraphQLWorker(Worker):
     def load_wsgi(self) -> None:
         import uvloop
 
+        from service.observability.logging import configure_logging
+        from service.observability.metrics_listener import set_worker_alive, start_metrics_listener
         from service.server.application import build_worker_server
 
         self.settings = Settings.from_env()
+        configure_logging(self.settings, slot=self.slot)
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.handover = False
@@ -51,6 +54,8 @@ class GraphQLWorker(Worker):
         self.quick = False
         self.server = build_worker_server(self.settings, self.slot, self)
         self.loop.run_until_complete(self.server.start())
+        self.metrics_server = self.loop.run_until_complete(start_metrics_listener(self.settings))
+        set_worker_alive()
         self.log.info(
             "worker slot %s listening on %s", self.slot, self.settings.slot_path(self.slot)
         )
@@ -90,6 +95,8 @@ class GraphQLWorker(Worker):
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), interval)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         if self.quick:
             await self.server.close(0)
             return

@@ -1,0 +1,85 @@
+"""The example schema's subscriptions: note changes, chat rooms, and a plain countdown.
+
+- ``noteChanged: NoteEvent!``: every note mutation broadcasts ``{kind, note}``.
+- ``onNewChatMessage(chatroom)``: one group per chatroom; a sender never receives their own
+  messages when the sender is identified (``publish`` returns ``SKIP``).
+- ``countdown(from)``: a plain graphene async-generator subscription, ``from`` down to 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import graphene
+
+from service.example.errors import bad_input
+from service.example.schema import ChatMessage, Note
+from service.subscriptions import Subscription
+
+MAX_COUNTDOWN = 1000
+
+
+class NoteEventKind(graphene.Enum):
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    DELETED = "DELETED"
+
+
+class NoteEvent(graphene.ObjectType):
+    kind = NoteEventKind(required=True)
+    note = graphene.Field(Note, required=True)
+
+
+class NoteChanged(Subscription):
+    """Every note created, updated or deleted (payload ``{"kind", "note"}``)."""
+
+    Output = NoteEvent
+
+
+def _user_sub(info: Any) -> str | None:
+    context = info.context
+    user = context.get("user") if isinstance(context, Mapping) else None
+    sub = user.get("sub") if isinstance(user, Mapping) else None
+    return sub if isinstance(sub, str) else None
+
+
+class OnNewChatMessage(Subscription):
+    """New messages in one chatroom (payload ``{"message", "sender_sub"}``)."""
+
+    class Arguments:
+        chatroom = graphene.String(required=True)
+
+    Output = ChatMessage
+
+    @staticmethod
+    def subscribe(root: Any, info: Any, chatroom: str) -> list[str]:
+        return [chatroom]
+
+    @staticmethod
+    def publish(payload: Any, info: Any, chatroom: str) -> Any:
+        sender = payload.get("sender_sub")
+        if sender is not None and sender == _user_sub(info):
+            return Subscription.SKIP
+        return payload["message"]
+
+
+class Subscriptions(graphene.ObjectType):
+    note_changed = NoteChanged.Field(required=True)
+    on_new_chat_message = OnNewChatMessage.Field(required=True)
+    countdown = graphene.Int(
+        required=True,
+        args={"from_": graphene.Argument(graphene.Int, required=True, name="from")},
+        description=f"Counts from `from` down to 0, then completes (at most {MAX_COUNTDOWN}).",
+    )
+
+    @staticmethod
+    async def subscribe_countdown(root: Any, info: Any, from_: int) -> AsyncIterator[int]:
+        if not 0 <= from_ <= MAX_COUNTDOWN:
+            raise bad_input("from", f"must be between 0 and {MAX_COUNTDOWN}")
+        for value in range(from_, -1, -1):
+            yield value
+
+    @staticmethod
+    def resolve_countdown(root: int, info: Any, from_: int) -> int:
+        return root

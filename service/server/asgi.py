@@ -1,0 +1,178 @@
+"""The same GraphQL core as an ASGI 3 application, to mount in other servers.
+
+``asgi_app(schema, ...)`` answers ``http`` scopes through ``HTTPCore`` and ``websocket`` scopes
+through ``WSSession`` (both subprotocols), and uses ``lifespan`` (when the server sends it) to
+start and stop the fanout broker. The supervisor's workers use the native transport instead:
+measured here it is about 1.5x faster on small queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from service.engine.errors import ExceptionHandler
+from service.engine.executor import Engine
+from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPResponse
+from service.protocols.ws_common import choose_subprotocol
+from service.server.websocket import ConnectApp, WSSession
+from service.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _request_from_scope(scope: Scope, body: bytes) -> HTTPRequest:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = value if name not in headers else headers[name] + ", " + value
+    client = scope.get("client")
+    remote = f"{client[0]}:{client[1]}" if client else None
+    return HTTPRequest(
+        scope.get("method", "GET"),
+        scope.get("path", "/"),
+        scope.get("query_string", b"").decode("latin-1"),
+        headers,
+        body,
+        remote,
+    )
+
+
+async def _send_response(send: Send, response: HTTPResponse) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def asgi_app(
+    schema: Any,
+    *,
+    settings: Settings | None = None,
+    get_context: ContextGetter | None = None,
+    exception_handler: ExceptionHandler | None = None,
+    middleware: Sequence[Any] | None = None,
+    on_connect: Callable[[Any, Any], Any] | None = None,
+    path: str = "/graphql",
+) -> ASGIApp:
+    """Build an ASGI 3 app serving ``schema`` on ``path`` (HTTP and WebSocket)."""
+    settings = settings or Settings.from_env()
+    engine = Engine(schema, settings, middleware=middleware, exception_handler=exception_handler)
+    core = HTTPCore(engine, get_context=get_context, path=path)
+    connect = ConnectApp(engine, settings, get_context=get_context, on_connect=on_connect)
+    limit = settings.max_body_bytes
+
+    async def http(scope: Scope, receive: Receive, send: Send) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                from service.server.native import simple_response
+
+                await _send_response(
+                    send,
+                    simple_response(
+                        413, f"The request body is larger than the limit of {limit} bytes."
+                    ),
+                )
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        request = _request_from_scope(scope, b"".join(chunks))
+        result = core.handle(request)
+        response = await result if inspect.isawaitable(result) else result
+        await _send_response(send, response)
+
+    async def websocket(scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        chosen = choose_subprotocol(scope.get("subprotocols") or [])
+        if chosen is None or scope.get("path") != path:
+            await send({"type": "websocket.close", "code": 4406 if chosen is None else 1008})
+            return
+        await send({"type": "websocket.accept", "subprotocol": chosen})
+        outbox: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
+
+        def send_text(text: str) -> None:
+            outbox.put_nowait({"type": "websocket.send", "text": text})
+
+        def close(code: int, reason: str) -> None:
+            outbox.put_nowait({"type": "websocket.close", "code": code, "reason": reason})
+
+        async def writer() -> None:
+            while True:
+                item = await outbox.get()
+                await send(item)
+                if item["type"] == "websocket.close":
+                    return
+
+        session = WSSession(connect, chosen, _request_from_scope(scope, b""), send_text, close)
+        write_task = asyncio.create_task(writer())
+        try:
+            while not write_task.done():
+                receiving = asyncio.ensure_future(receive())
+                done, _ = await asyncio.wait(
+                    {receiving, write_task}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if receiving not in done:
+                    receiving.cancel()
+                    break
+                message = receiving.result()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    break
+                if kind == "websocket.receive":
+                    if message.get("text") is not None:
+                        session.receive_text(message["text"])
+                    elif message.get("bytes") is not None:
+                        session.receive_bytes(message["bytes"])
+        finally:
+            session.connection_lost()
+            write_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await write_task
+
+    async def lifespan(scope: Scope, receive: Receive, send: Send) -> None:
+        from service.broker import make_broker
+        from service.subscriptions import runtime
+
+        broker = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if runtime.current_broker() is None:
+                    broker = make_broker(settings.redis_url or None)
+                    await broker.start()
+                    runtime.install_broker(broker, asyncio.get_running_loop(), settings)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if broker is not None:
+                    runtime.install_broker(None)
+                    await broker.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await http(scope, receive, send)
+        elif kind == "websocket":
+            await websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await lifespan(scope, receive, send)
+
+    return app

@@ -1,0 +1,305 @@
+"""The graphene-style ``Subscription`` class, in the manner of DjangoChannelsGraphqlWs.
+
+```python
+class OnNewChatMessage(Subscription):
+    class Arguments:
+        chatroom = graphene.String(required=True)
+
+    Output = ChatMessage            # or declare fields on the class itself
+
+    def subscribe(root, info, chatroom):          # sync or async: the groups to join
+        return [chatroom]
+
+    def publish(payload, info, chatroom):         # sync or async: the value, or SKIP
+        return payload
+
+    def unsubscribed(root, info, chatroom):       # sync or async: the subscription ended
+        ...
+
+class Subscriptions(graphene.ObjectType):
+    on_new_chat_message = OnNewChatMessage.Field()
+
+await OnNewChatMessage.broadcast(group="lobby", payload={...})   # from async code
+OnNewChatMessage.broadcast(group="lobby", payload={...})         # from a thread with no loop
+await OnNewChatMessage.unsubscribe(group="lobby")                # ends them; clients get complete
+```
+
+Groups are scoped to the class: group ``g`` of ``OnNewChatMessage`` is the broker channel
+``<module>.OnNewChatMessage:g``; the class's default group (``group=None``) is always joined.
+Each subscriber has its own bounded queue (``notification_queue_limit``; on overflow the oldest
+notification is dropped and counted) and one consumer, so notifications reach it in publish order
+even when ``publish`` takes variable time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+import graphene
+from graphene.types.objecttype import ObjectTypeOptions
+from graphene.types.utils import yank_fields_from_attrs
+
+from service import metrics
+from service.broker.base import BrokerUnavailable
+from service.subscriptions import runtime
+
+log = logging.getLogger("service.subscriptions")
+
+
+class _Skip:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Subscription.SKIP"
+
+
+SKIP = _Skip()
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class SubscriptionOptions(ObjectTypeOptions):
+    arguments: dict[str, Any] | None = None
+    output: Any = None
+
+
+class SubscriptionField(graphene.Field):
+    """A ``graphene.Field`` whose subscribe resolver is the ``Subscription`` class's stream."""
+
+    def __init__(self, subscription: type[Subscription], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subscription = subscription
+
+    def wrap_subscribe(self, parent_subscribe: Any) -> Callable[..., Awaitable[Any]]:
+        return self.subscription._start_stream
+
+
+class Subscription(graphene.ObjectType):
+    """Base class; see the module docstring."""
+
+    SKIP: ClassVar[_Skip] = SKIP
+    notification_queue_limit: ClassVar[int | None] = None
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def __init_subclass_with_meta__(
+        cls,
+        output: Any = None,
+        arguments: dict[str, Any] | None = None,
+        _meta: SubscriptionOptions | None = None,
+        **options: Any,
+    ) -> None:
+        if _meta is None:
+            _meta = SubscriptionOptions(cls)
+        output = output or getattr(cls, "Output", None)
+        if arguments is None:
+            holder = getattr(cls, "Arguments", None)
+            arguments = (
+                yank_fields_from_attrs(vars(holder), _as=graphene.Argument) if holder else {}
+            )
+        _meta.arguments = arguments
+        _meta.output = output
+        super().__init_subclass_with_meta__(_meta=_meta, **options)
+
+    # --- user hooks: override with (static) functions; any keyword arguments of the field -----
+    #: ``subscribe(root, info, **args)``: the groups (iterable of str) to join besides the
+    #: default group. Sync or async.
+    subscribe: ClassVar[Callable[..., Any]] = staticmethod(lambda root, info, **kwargs: ())
+    #: ``publish(payload, info, **args)``: the value to send, or ``Subscription.SKIP``.
+    publish: ClassVar[Callable[..., Any]] = staticmethod(lambda payload, info, **kwargs: payload)
+    #: ``unsubscribed(root, info, **args)``: the subscription ended, for any reason.
+    unsubscribed: ClassVar[Callable[..., Any]] = staticmethod(lambda root, info, **kwargs: None)
+
+    # --- schema wiring ---------------------------------------------------------------------
+    @classmethod
+    def Field(
+        cls,
+        name: str | None = None,
+        description: str | None = None,
+        deprecation_reason: str | None = None,
+        required: bool = False,
+    ) -> SubscriptionField:
+        output = cls._meta.output or cls
+        return SubscriptionField(
+            cls,
+            output,
+            args=cls._meta.arguments,
+            resolver=_identity,
+            name=name,
+            description=description or cls._meta.description,
+            deprecation_reason=deprecation_reason,
+            required=required,
+        )
+
+    @classmethod
+    def group_key(cls, group: str | None = None) -> str:
+        """The broker channel name of ``group`` for this class."""
+        base = f"{cls.__module__}.{cls.__qualname__}"
+        return base if group is None else f"{base}:{group}"
+
+    @classmethod
+    async def _start_stream(cls, root: Any, info: Any, **kwargs: Any) -> SubscriptionStream:
+        stream = SubscriptionStream(cls, root, info, kwargs)
+        await stream.start()
+        return stream
+
+    # --- sending -------------------------------------------------------------------------
+    @classmethod
+    def broadcast(cls, group: str | None = None, payload: Any = None) -> Any:
+        """Send ``payload`` to every subscriber of ``group`` (default group when ``None``), in
+        every worker on every host. In async code, ``await`` the result; in a thread with no
+        running loop it publishes before returning. Raises ``BrokerUnavailable`` when the
+        broker (Redis) cannot take the message; it never drops it silently."""
+        return _send(cls.group_key(group), {"k": runtime.NOTIFY, "p": payload})
+
+    @classmethod
+    def unsubscribe(cls, group: str | None = None) -> Any:
+        """End every subscription in ``group`` from the server side; clients get ``complete``.
+        Same sync/async rules as ``broadcast``."""
+        return _send(cls.group_key(group), {"k": runtime.UNSUBSCRIBE})
+
+
+def _identity(root: Any, info: Any, **kwargs: Any) -> Any:
+    return root
+
+
+def _send(key: str, message: dict[str, Any]) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _send_sync(key, message)
+    return _send_async(key, message)
+
+
+async def _send_async(key: str, message: dict[str, Any]) -> int:
+    broker = await runtime.broker_for_publish()
+    return await broker.publish(key, message)
+
+
+def _send_sync(key: str, message: dict[str, Any]) -> int:
+    broker, loop = runtime.current_broker(), runtime.current_loop()
+    if broker is not None and loop is not None and loop.is_running():
+        future = asyncio.run_coroutine_threadsafe(broker.publish(key, message), loop)
+        return int(future.result(30))
+    from service.broker import publish_sync
+    from service.settings import Settings
+
+    url = Settings.from_env().redis_url
+    if not url:
+        raise BrokerUnavailable(
+            "cannot broadcast from outside a worker without REDIS_URL: set REDIS_URL so the "
+            "message reaches the workers"
+        )
+    return publish_sync(url, key, message)
+
+
+class SubscriptionStream:
+    """One subscriber: joined groups, a bounded queue, and the async iterator graphql-core reads."""
+
+    def __init__(self, cls: type[Subscription], root: Any, info: Any, kwargs: dict[str, Any]):
+        self.cls = cls
+        self.root = root
+        self.info = info
+        self.kwargs = kwargs
+        limit = cls.notification_queue_limit or runtime.settings().notification_queue_limit
+        self.limit = max(1, limit)
+        self.queue: deque[tuple[Any, float]] = deque()
+        self.keys: list[str] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.ended = False
+        self.closed = False
+        self.joined = False
+
+    async def start(self) -> None:
+        groups = await _maybe_await(self.cls.subscribe(self.root, self.info, **self.kwargs))
+        if isinstance(groups, str):
+            groups = [groups]
+        keys = [self.cls.group_key(None)]
+        for group in groups or ():
+            key = self.cls.group_key(str(group))
+            if key not in keys:
+                keys.append(key)
+        broker = runtime.current_broker() or await runtime.broker_for_publish()
+        self.broker = broker
+        try:
+            for key in keys:
+                await broker.join(key, self._on_message)
+                self.keys.append(key)
+        except BaseException:
+            await self._leave()
+            raise
+        self.joined = True
+        metrics.ACTIVE_SUBSCRIPTIONS.inc()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_message(self, group: str, message: Any, sent_at: float) -> None:
+        if self.ended or self.closed:
+            return
+        kind = message.get("k") if isinstance(message, dict) else None
+        if kind == runtime.UNSUBSCRIBE:
+            self.ended = True
+        elif kind == runtime.NOTIFY:
+            if len(self.queue) >= self.limit:
+                self.queue.popleft()
+                metrics.NOTIFICATIONS_DROPPED.inc()
+            self.queue.append((message.get("p"), sent_at))
+        else:
+            return
+        self._wake()
+
+    def __aiter__(self) -> SubscriptionStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            while not self.queue:
+                if self.ended or self.closed:
+                    await self.aclose()
+                    raise StopAsyncIteration
+                self.waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self.waiter
+                finally:
+                    self.waiter = None
+            payload, sent_at = self.queue.popleft()
+            value = await _maybe_await(self.cls.publish(payload, self.info, **self.kwargs))
+            if value is SKIP:
+                continue
+            runtime.FANOUT_SENT_AT.set(sent_at)
+            return value
+
+    async def _leave(self) -> None:
+        for key in self.keys:
+            try:
+                await self.broker.leave(key, self._on_message)
+            except Exception:
+                log.exception("leaving group %s failed", key)
+        self.keys = []
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._wake()
+        await self._leave()
+        if self.joined:
+            metrics.ACTIVE_SUBSCRIPTIONS.dec()
+        try:
+            await _maybe_await(self.cls.unsubscribed(self.root, self.info, **self.kwargs))
+        except Exception:
+            log.exception("%s.unsubscribed raised", self.cls.__name__)
