@@ -17,11 +17,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# nginx (the front proxy), promtool (Prometheus checks) and wrk (benchmarks) from Debian.
+# From Debian: nginx (the front proxy), promtool (Prometheus checks), wrk (benchmarks),
+# systemd-analyze (unit checks) and redis-server (the Redis-restart tests start their own).
 system-deps:
-	@if ! command -v nginx >/dev/null || ! command -v promtool >/dev/null || ! command -v wrk >/dev/null; then \
-	  echo "installing nginx, prometheus (promtool) and wrk with apt"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light prometheus wrk >/dev/null; \
+	@if ! command -v nginx >/dev/null || ! command -v promtool >/dev/null || ! command -v wrk >/dev/null \
+	    || ! command -v systemd-analyze >/dev/null || ! command -v redis-server >/dev/null; then \
+	  echo "installing nginx, prometheus (promtool), wrk, systemd and redis-server with apt"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    nginx-light prometheus wrk systemd redis-server >/dev/null; \
 	fi
 
 # The whole stack: migrations, the supervisor with $(WORKERS) workers, a private nginx on $(PORT).
@@ -45,7 +48,7 @@ types: venv
 check: lint types test
 
 bench: venv system-deps
-	$(PY) -m tests.bench
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

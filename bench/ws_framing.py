@@ -2,7 +2,8 @@
 
 Measures, in one run, the cost per message of (a) parsing a masked client text frame into an
 event and (b) serializing a server text frame, for websockets' ``ServerProtocol`` and wsproto's
-``WSConnection``. Prints microseconds per message and the ratio. Run: ``python -m bench.ws_framing``.
+``WSConnection``. Prints microseconds per message and the ratio.
+Run: ``python -m bench.ws_framing``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import websockets.frames
 from websockets.protocol import CLIENT, SERVER
 from websockets.protocol import Protocol as WSProtocol
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import TextMessage
 from wsproto.frame_protocol import FrameProtocol
 
 N = 20000
@@ -66,8 +66,12 @@ def main() -> None:
     ws = bench_websockets(data)
     wp = bench_wsproto(data)
     print(f"messages: {N}, {len(MESSAGE)} bytes each, pid {os.getpid()}")
-    print(f"websockets ServerProtocol: parse {ws[0] * 1e6:.2f} us/msg, send {ws[1] * 1e6:.2f} us/msg")
-    print(f"wsproto:                   parse {wp[0] * 1e6:.2f} us/msg, send {wp[1] * 1e6:.2f} us/msg")
+    print(
+        f"websockets ServerProtocol: parse {ws[0] * 1e6:.2f} us/msg, send {ws[1] * 1e6:.2f} us/msg"
+    )
+    print(
+        f"wsproto:                   parse {wp[0] * 1e6:.2f} us/msg, send {wp[1] * 1e6:.2f} us/msg"
+    )
     print(f"ratio wsproto/websockets:  parse {wp[0] / ws[0]:.1f}x, send {wp[1] / ws[1]:.1f}x")
 
 

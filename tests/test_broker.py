@@ -39,7 +39,7 @@ from service.broker import (
 )
 from service.broker.redis import redact_url
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(30)
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -157,7 +157,7 @@ async def test_groups_are_isolated(broker: Broker) -> None:
 
 
 async def test_reference_counting(broker: Broker, redis_client: redis.asyncio.Redis) -> None:
-    channel = f"{broker._prefix}room" if isinstance(broker, RedisBroker) else None
+    channel = f"{broker.channel_prefix}room" if isinstance(broker, RedisBroker) else None
     one, two = Inbox(), Inbox()
     await broker.join("room", one)
     await broker.join("room", two)
@@ -281,29 +281,6 @@ async def test_closed_broker_refuses_to_publish(broker: Broker) -> None:
         await broker.publish("g", 1)
 
 
-async def test_cancelled_join_is_undone(redis_client: redis.asyncio.Redis) -> None:
-    prefix = fresh_prefix()
-    broker = RedisBroker(REDIS_URL, channel_prefix=prefix)
-    await broker.start()
-    try:
-        joining = asyncio.create_task(broker.join("g", Inbox()))
-        await asyncio.sleep(0)  # let it start: it is now waiting for Redis
-        assert not joining.done()
-        joining.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await joining
-        assert broker.groups() == frozenset()
-        await eventually(
-            lambda: _is_zero(numsub(redis_client, prefix + "g")), what="NUMSUB dropping to 0"
-        )
-        inbox = Inbox()
-        await broker.join("g", inbox)
-        assert await broker.publish("g", "works") == 1
-        assert await inbox.payload() == "works"
-    finally:
-        await broker.close()
-
-
 async def test_cancelled_publish_does_not_disturb_the_others() -> None:
     broker = RedisBroker(REDIS_URL, channel_prefix=fresh_prefix())
     await broker.start()
@@ -360,7 +337,7 @@ def test_make_broker(caplog: pytest.LogCaptureFixture) -> None:
     assert "in-memory broker: events do not cross processes" in caplog.text
     redis_broker = make_broker(REDIS_URL, channel_prefix="p:")
     assert isinstance(redis_broker, RedisBroker)
-    assert redis_broker._prefix == "p:"
+    assert redis_broker.channel_prefix == "p:"
 
 
 def test_redact_url() -> None:
@@ -690,3 +667,40 @@ async def test_close_is_bounded_and_fails_publishes_in_flight_when_redis_hangs(
         with pytest.raises(BrokerUnavailable, match="broker closed"):
             await queued
     assert time.monotonic() - started < 4
+
+
+async def test_join_cancelled_while_waiting_for_redis_is_undone(own_redis: OwnRedis) -> None:
+    await own_redis.start()
+    prefix = fresh_prefix()
+    broker = RedisBroker(own_redis.url, channel_prefix=prefix, socket_timeout_s=30)
+    await broker.start()
+    try:
+        own_redis.freeze()  # SUBSCRIBE goes out, the confirmation does not come back
+        joining = asyncio.create_task(broker.join("g", Inbox()))
+
+        async def waiting_for_confirmation() -> bool:
+            return (prefix + "g").encode() in broker._waiters
+
+        await eventually(waiting_for_confirmation, what="join waiting for the confirmation")
+        for _ in range(10):  # a few loop turns: the SUBSCRIBE write completes
+            await asyncio.sleep(0)
+        assert not joining.done()
+        joining.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await joining
+        assert broker.groups() == frozenset()
+
+        own_redis.thaw()
+        checker = redis.asyncio.Redis.from_url(own_redis.url)
+        try:
+            await eventually(
+                lambda: _is_zero(numsub(checker, prefix + "g")), what="the undo's UNSUBSCRIBE"
+            )
+        finally:
+            await checker.aclose()
+        inbox = Inbox()
+        await broker.join("g", inbox)
+        assert await broker.publish("g", "works") == 1
+        assert await inbox.payload() == "works"
+    finally:
+        await broker.close()

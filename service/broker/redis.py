@@ -170,6 +170,11 @@ class RedisBroker(Broker):
         self._first_attempt = asyncio.Event()
         self._closed = False
 
+    @property
+    def channel_prefix(self) -> str:
+        """Group ``g`` travels on the Redis channel ``channel_prefix + g``."""
+        return self._prefix
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -220,6 +225,7 @@ class RedisBroker(Broker):
         tasks = [task for task in (self._reader, self._flusher, *self._tasks) if task]
         for task in tasks:
             task.cancel()
+        self._outbox_ready.set()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self._close_timeout_s)
             if pending:
@@ -338,8 +344,10 @@ class RedisBroker(Broker):
         return await sent
 
     async def _flush(self) -> None:
-        """The publisher task: send the outbox, one pipeline at a time, until cancelled."""
-        while True:
+        """The publisher task: send the outbox, one pipeline at a time, until closed."""
+        # Loops test _closed too: on Python 3.11, asyncio.wait_for inside redis-py can swallow
+        # a cancellation that lands just as a write completes.
+        while not self._closed:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while self._outbox:
@@ -405,7 +413,7 @@ class RedisBroker(Broker):
         loop = asyncio.get_running_loop()
         failures = 0
         down_since: float | None = None  # loop time an established connection was lost
-        while True:
+        while not self._closed:
             try:
                 pubsub = await self._connect()
             except _IO_ERRORS as exc:
@@ -481,7 +489,7 @@ class RedisBroker(Broker):
         interval = self._ping_interval_s
         last_rx = loop.time()
         pinged = False
-        while True:
+        while not self._closed:
             connection = pubsub.connection
             if connection is None or not connection.is_connected:
                 raise RedisConnectionError("the pub/sub connection was closed")

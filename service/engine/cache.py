@@ -41,6 +41,12 @@ class CachedDocument:
     error_code: str | None
     operations: dict[str | None, str]
 
+    def single_name(self) -> str | None:
+        """The operation's name when the document holds exactly one operation."""
+        if len(self.operations) == 1:
+            return next(iter(self.operations))
+        return None
+
     def select(self, operation_name: str | None) -> tuple[str | None, str | None]:
         """Resolve the operation to run, per GraphQL spec section 6.1 (GetOperation).
 

@@ -87,9 +87,9 @@ class Engine:
         Returns ``(document, operation_type, failure)``; ``failure`` is set when the request
         cannot run (its ``Outcome`` has ``request_error``).
         """
-        if len(query) > self.settings.max_document_bytes and (
-            len(query.encode("utf-8")) > self.settings.max_document_bytes
-        ):
+        limit = self.settings.max_document_bytes
+        # A UTF-8 character is at most 4 bytes: only long strings need encoding to measure.
+        if len(query) * 4 > limit and len(query.encode("utf-8")) > limit:
             return (
                 None,
                 "unknown",

@@ -259,6 +259,7 @@ class HTTPCore:
                 )
             return self.respond(failure, media, name, None, t0)
         assert cached is not None
+        label = name if name is not None else cached.single_name()
         if operation_type == "mutation" and request.method == "GET":
             return self.reject(
                 HTTPError(
@@ -299,14 +300,16 @@ class HTTPCore:
         except Exception as exc:
             return self.internal_error(exc, {"request_id": request.request_id}, media, t0)
         if inspect.isawaitable(context):
-            return self._run_async(context, request, params, cached, operation_type, media, t0)
+            return self._run_async(
+                context, request, params, cached, operation_type, media, t0, label
+            )
         try:
             outcome = engine.execute(cached, operation_type, params.variables, name, context)
         except Exception as exc:
             return self.internal_error(exc, context, media, t0)
         if isinstance(outcome, Outcome):
-            return self.respond(outcome, media, name, context, t0)
-        return self._await_outcome(outcome, media, name, context, t0)
+            return self.respond(outcome, media, label, context, t0)
+        return self._await_outcome(outcome, media, label, context, t0)
 
     async def _await_outcome(
         self, pending: Awaitable[Outcome], media: str, name: str | None, context: Any, t0: float
@@ -329,6 +332,7 @@ class HTTPCore:
         operation_type: str,
         media: str,
         t0: float,
+        label: str | None = None,
     ) -> HTTPResponse:
         try:
             context = await pending_context
@@ -343,5 +347,5 @@ class HTTPCore:
         except Exception as exc:
             return self.internal_error(exc, context, media, t0)
         if not isinstance(outcome, Outcome):
-            return await self._await_outcome(outcome, media, params.operation_name, context, t0)
-        return self.respond(outcome, media, params.operation_name, context, t0)
+            return await self._await_outcome(outcome, media, label, context, t0)
+        return self.respond(outcome, media, label, context, t0)

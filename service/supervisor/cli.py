@@ -8,6 +8,7 @@ Commands:
 - ``migrate``: create the database if missing and apply migrations (advisory-locked).
 - ``nginx-config --workers N --port P [--variant dev|compose|site]``: print an nginx config.
 - ``token --sub S [--name NAME] [--ttl SECONDS]``: print a development JWT.
+- ``healthcheck``: exit 0 when every worker slot answers ``/healthz`` (the container check).
 
 Settings come from the environment (see ``service.settings``); flags override them.
 """
@@ -55,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    _metrics_dir_default()
     from service.db.migrations import ensure_database, migrate_sync
     from service.settings import Settings
 
@@ -67,6 +69,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _apply_common(args)
+    _metrics_dir_default()
     from service.supervisor.stack import run_stack
 
     return run_stack()
@@ -86,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         from service.supervisor.nginx import main_nginx_config
 
         return main_nginx_config(argv[1:])
+    if argv and argv[0] == "healthcheck":
+        from service.supervisor.healthcheck import main_healthcheck
+
+        return main_healthcheck(argv[1:])
     parser = argparse.ArgumentParser(prog="graphql-service", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the supervisor (gunicorn arbiter) and N workers")
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("migrate", help="create the database if missing and apply migrations")
     p.set_defaults(func=cmd_migrate)
     sub.add_parser("nginx-config", help="print an nginx config (see --help of the command)")
+    sub.add_parser("healthcheck", help="exit 0 if every worker slot answers /healthz")
     p = sub.add_parser("token", help="print a development JWT signed with the configured key")
     p.add_argument("--sub", required=True)
     p.add_argument("--name")

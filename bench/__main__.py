@@ -1,0 +1,259 @@
+"""``python -m bench``: measure the service against a bare reference server, in one run.
+
+1. baseline: a bare httptools + uvloop server answering ``GET /`` (``bench/baseline.py``);
+2. ``serve()`` on one process, straight over TCP: ``{ hello }`` and ``notes(first: 100)``;
+3. the same two queries through nginx to two supervisor workers (``tests.stack.Stack``);
+4. ``service.asgi_app`` under uvicorn, only when uvicorn happens to be installed;
+5. subscription fanout through nginx: many subscribers, timed broadcasts over Redis;
+6. WebSocket framing: websockets against wsproto (``bench/ws_framing.py``).
+
+Every server runs as a child process reaped on the way out; databases are throwaway ones,
+dropped afterwards. Settings: ``BENCH_*`` variables (``bench/config.py``). The report goes to
+stdout and, as JSON, to ``REPORT_PATH`` (under the system temp directory). A failing part is
+reported and the rest still runs; the exit status is 1 if any part failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+
+import uvloop
+
+from bench import asgi_one, ws_framing
+from bench.config import BenchSettings
+from bench.db import SEED_NOTES, seed_notes, seeded_database
+from bench.fanout import raise_nofile, run_fanout
+from bench.procs import Child, graphql
+from bench.report import Report
+from bench.wrk import WrkResult, run_wrk
+from tests.stack import Stack, free_port
+
+HELLO = "{ hello }"
+NOTES = "{ notes(first: 100) { id title description priority createdBy createdAt } }"
+QUERIES = {"hello": HELLO, "notes": NOTES}
+LABELS = {"hello": "{ hello }", "notes": "notes(100)"}
+FANOUT_GROUP = "bench"
+
+
+class BenchError(RuntimeError):
+    """A target answered wrongly, so its figures would mean nothing."""
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def part(report: Report, key: str) -> Iterator[None]:
+    """Run one part of the benchmark; record its failure and carry on with the next."""
+    started = time.monotonic()
+    progress(f"{key} ...")
+    try:
+        yield
+    except Exception as exc:
+        traceback.print_exc()
+        report.errors[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        progress(f"{key} done in {time.monotonic() - started:.1f} s")
+
+
+def check_answers(port: int, path: str = "/graphql") -> None:
+    """Both queries answer what the benchmark assumes: the greeting and every seeded note."""
+    hello = graphql(port, HELLO, path)
+    if hello != {"hello": "Hello, world!"}:
+        raise BenchError(f"{HELLO} answered {hello}")
+    notes = graphql(port, NOTES, path)["notes"]
+    if len(notes) != SEED_NOTES:
+        raise BenchError(f"notes(first: 100) returned {len(notes)} notes, not {SEED_NOTES}")
+
+
+def measure(settings: BenchSettings, url: str, query: str | None) -> WrkResult:
+    """Warm ``url`` up (document cache, pools), then measure it; ``query`` None means GET."""
+    method, body, headers = "GET", None, {}
+    if query is not None:
+        method, body = "POST", json.dumps({"query": query})
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+
+    def run(duration_s: float) -> WrkResult:
+        return run_wrk(
+            url,
+            duration_s=duration_s,
+            threads=settings.threads,
+            connections=settings.connections,
+            method=method,
+            body=body,
+            headers=headers,
+        )
+
+    if settings.warmup_s > 0:
+        run(settings.warmup_s)
+    result = run(settings.duration_s)
+    if result.non_2xx:
+        raise BenchError(f"{url}: {result.non_2xx} of {result.requests} responses were not 2xx")
+    if result.socket_errors:
+        progress(f"warning: {url}: {result.socket_errors} socket errors")
+    return result
+
+
+def url(port: int, path: str = "/graphql") -> str:
+    return f"http://127.0.0.1:{port}{path}"
+
+
+def bench_baseline(report: Report) -> None:
+    port = free_port()
+    with Child("bench.baseline", str(port)) as child:
+        child.wait_http(port, "/")
+        report.add(
+            "baseline", "baseline httptools hello", measure(report.settings, url(port, "/"), None)
+        )
+
+
+def bench_single(report: Report) -> None:
+    with seeded_database() as database_url:
+        port = free_port()
+        with Child("bench.serve_one", str(port), env={"DATABASE_URL": database_url}) as child:
+            child.wait_http(port, "/healthz")
+            check_answers(port)
+            for key, query in QUERIES.items():
+                report.add(
+                    f"serve_{key}",
+                    f"serve() 1 worker {LABELS[key]}",
+                    measure(report.settings, url(port), query),
+                )
+    report.compare("serve_hello", "baseline", "baseline")
+    report.compare("serve_notes", "baseline", "baseline")
+
+
+def bench_asgi(report: Report) -> None:
+    if not asgi_one.available():
+        report.notes["asgi"] = "skipped (uvicorn not installed)"
+        return
+    with seeded_database() as database_url:
+        port = free_port()
+        with Child("bench.asgi_one", str(port), env={"DATABASE_URL": database_url}) as child:
+            child.wait_ready(lambda: bool(graphql(port, HELLO)), f"uvicorn on :{port}")
+            check_answers(port)
+            report.add(
+                "asgi_hello",
+                "asgi_app + uvicorn { hello }",
+                measure(report.settings, url(port), HELLO),
+            )
+    report.compare("asgi_hello", "serve_hello", "serve()")
+    report.notes["asgi"] = "uvicorn (uvloop, httptools, no access log) running service.asgi_app"
+
+
+def bench_nginx(report: Report) -> None:
+    with Stack(workers=2) as stack:
+        seed_notes(stack.database_url)
+        check_answers(stack.port)
+        for key, query in QUERIES.items():
+            report.add(
+                f"nginx_{key}",
+                f"nginx 2 workers {LABELS[key]}",
+                measure(report.settings, url(stack.port), query),
+            )
+    report.compare("nginx_hello", "serve_hello", "1 worker")
+    report.compare("nginx_notes", "serve_notes", "1 worker")
+    report.notes["nginx"] = (
+        "workers run the production path: JWT context, one JSON log line per request"
+    )
+
+
+def active_subscriptions(metrics_dir: str) -> int:
+    """The workers' ``graphql_active_subscriptions`` gauge, summed over live workers."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=metrics_dir)
+    return int(registry.get_sample_value("graphql_active_subscriptions") or 0)
+
+
+def bench_fanout(report: Report) -> None:
+    settings = report.settings
+    limit = raise_nofile(8192)
+    if limit < settings.subscribers + 256:
+        raise BenchError(f"RLIMIT_NOFILE is {limit}: too low for {settings.subscribers} sockets")
+    with Stack(workers=2, app="tests.schemas:schema") as stack:
+        # Ticker.broadcast in this process publishes through a broker made from REDIS_URL.
+        os.environ["REDIS_URL"] = stack.env["REDIS_URL"]
+        report.fanout = uvloop.run(
+            run_fanout(
+                f"ws://127.0.0.1:{stack.port}/graphql",
+                subscribers=settings.subscribers,
+                events=settings.events,
+                group=FANOUT_GROUP,
+                active_subscriptions=lambda: active_subscriptions(stack.metrics_dir),
+                interval_s=settings.event_interval_s,
+            )
+        )
+    pacing = (
+        "back to back"
+        if settings.event_interval_s <= 0
+        else f"{settings.event_interval_s * 1000:g} ms apart"
+    )
+    report.notes["fanout"] = (
+        f"graphql-transport-ws through nginx to 2 workers over Redis; broadcasts {pacing}; "
+        "subscribers and publisher share one uvloop process on the same cores"
+    )
+
+
+_RATIO = re.compile(r"ratio wsproto/websockets:\s+parse ([0-9.]+)x, send ([0-9.]+)x")
+
+
+def bench_ws_framing(report: Report) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        ws_framing.main()
+    text = out.getvalue()
+    report.ws_framing = {"output": text}
+    match = _RATIO.search(text)
+    if match is not None:
+        report.ws_framing["wsproto_over_websockets"] = {
+            "parse": float(match.group(1)),
+            "send": float(match.group(2)),
+        }
+
+
+PARTS: dict[str, Callable[[Report], None]] = {
+    "baseline": bench_baseline,
+    "serve": bench_single,
+    "asgi": bench_asgi,
+    "nginx": bench_nginx,
+    "fanout": bench_fanout,
+    "ws": bench_ws_framing,
+}
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bench [PART ...]``: every part by default, else only those named."""
+    chosen = argv[1:] or list(PARTS)
+    unknown = [name for name in chosen if name not in PARTS]
+    if unknown:
+        print(f"bench: unknown part {unknown}; choose from {' '.join(PARTS)}", file=sys.stderr)
+        return 2
+    try:
+        settings = BenchSettings.from_env()
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    report = Report(settings)
+    for name in PARTS:
+        if name in chosen:
+            with part(report, name):
+                PARTS[name](report)
+    print(report.text())
+    print(f"\nJSON report: {report.write()}")
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,54 @@
+"""Benchmark settings: one frozen object read from ``BENCH_*`` environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BenchSettings:
+    """How long and how hard to push; the defaults keep a full run under about 3 minutes."""
+
+    duration_s: float = 5.0  # BENCH_SECONDS: each measured wrk run
+    warmup_s: float = 1.0  # BENCH_WARMUP_SECONDS: an unrecorded wrk run before each target
+    threads: int = 2  # BENCH_THREADS: wrk -t
+    connections: int = 50  # BENCH_CONNECTIONS: wrk -c
+    subscribers: int = 1000  # BENCH_SUBSCRIBERS
+    events: int = 200  # BENCH_EVENTS: timed broadcasts
+    event_interval_s: float = 0.0  # BENCH_EVENT_INTERVAL_MS / 1000: 0 sends back to back
+
+    def __post_init__(self) -> None:
+        if self.duration_s < 1 or self.threads < 1 or self.connections < self.threads:
+            raise ValueError("need BENCH_SECONDS >= 1 and BENCH_CONNECTIONS >= BENCH_THREADS >= 1")
+        if self.subscribers < 1 or self.events < 1:
+            raise ValueError("need BENCH_SUBSCRIBERS >= 1 and BENCH_EVENTS >= 1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BenchSettings:
+        env = os.environ if environ is None else environ
+
+        def read(name: str, kind: type[float] | type[int], default: float) -> float:
+            raw = env.get(name)
+            if raw is None or not raw.strip():
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"environment variable {name}: not a number: {raw!r}") from None
+            if value < 0:
+                raise ValueError(f"environment variable {name}: must not be negative: {raw!r}")
+            return value
+
+        d = cls()
+        return cls(
+            duration_s=read("BENCH_SECONDS", float, d.duration_s),
+            warmup_s=read("BENCH_WARMUP_SECONDS", float, d.warmup_s),
+            threads=int(read("BENCH_THREADS", int, d.threads)),
+            connections=int(read("BENCH_CONNECTIONS", int, d.connections)),
+            subscribers=int(read("BENCH_SUBSCRIBERS", int, d.subscribers)),
+            events=int(read("BENCH_EVENTS", int, d.events)),
+            event_interval_s=read("BENCH_EVENT_INTERVAL_MS", float, d.event_interval_s * 1000)
+            / 1000.0,
+        )

@@ -1,0 +1,126 @@
+"""Server processes the benchmark starts, and the HTTP calls it makes to them.
+
+``Child`` starts ``python -m <module> <args>`` in its own session with its output in a log file,
+waits (polling with a deadline, never sleeping blindly) until it answers, and on ``stop()``
+sends SIGTERM, then SIGKILL to its process group if it does not exit in time, and reaps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+GRAPHQL_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+class ChildExited(RuntimeError):
+    """The server process ended while we waited for it."""
+
+
+class Child:
+    """A benchmark server process; use as a context manager."""
+
+    def __init__(self, module: str, *args: str, env: Mapping[str, str] | None = None) -> None:
+        self.command = [sys.executable, "-m", module, *args]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> Child:
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.command,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def wait_ready(self, check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+        """Poll ``check`` until it returns True; fail at once if the process exits."""
+        deadline = time.monotonic() + timeout_s
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise ChildExited(f"{' '.join(self.command)} is not running:\n{self.log()}")
+            try:
+                if check():
+                    return
+            except Exception as exc:  # not up yet; report the last failure on timeout
+                last_error = exc
+            time.sleep(0.02)
+        raise TimeoutError(
+            f"timed out after {timeout_s:g} s waiting for {what} (last error: {last_error!r})"
+            f"\n{self.log()}"
+        )
+
+    def wait_http(self, port: int, path: str, timeout_s: float = 20.0) -> None:
+        """Wait until ``GET path`` on 127.0.0.1:``port`` answers 200."""
+        self.wait_ready(
+            lambda: http_call(port, "GET", path)[0] == 200,
+            f"{' '.join(self.command[2:])} to answer GET {path} on :{port}",
+            timeout_s,
+        )
+
+    def log(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            # Anything it forked and left behind in its session.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Child:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def http_call(
+    port: int, method: str, path: str, body: bytes | None = None, timeout_s: float = 5.0
+) -> tuple[int, bytes]:
+    """One request on a fresh connection to 127.0.0.1:``port``; returns status and body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        conn.request(method, path, body=body, headers=GRAPHQL_HEADERS if body else {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def graphql(port: int, query: str, path: str = "/graphql") -> dict[str, Any]:
+    """POST ``query``; return the response's ``data``, raising on a non-200 or any error."""
+    status, body = http_call(port, "POST", path, json.dumps({"query": query}).encode())
+    result = json.loads(body) if body else {}
+    if status != 200 or result.get("errors") or "data" not in result:
+        raise RuntimeError(f"{query!r} on :{port} answered {status}: {body[:500]!r}")
+    data: dict[str, Any] = result["data"]
+    return data

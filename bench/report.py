@@ -1,0 +1,135 @@
+"""The benchmark report: rows measured in one run, a text table, and a JSON file.
+
+Ratios compare figures from the same run on the same machine; absolute numbers depend on the
+machine and on whatever else it was doing, so read them only next to each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import time
+from typing import Any
+
+from bench.config import BenchSettings
+from bench.fanout import FanoutResult
+from bench.wrk import WrkResult
+
+REPORT_PATH = os.path.join(tempfile.gettempdir(), "graphql-service-bench", "last-report.json")
+
+
+@dataclasses.dataclass(slots=True)
+class HTTPRow:
+    key: str
+    label: str
+    result: WrkResult
+    ratio: float | None = None
+    ratio_of: str = ""
+
+
+@dataclasses.dataclass(slots=True)
+class Report:
+    settings: BenchSettings
+    started: float = dataclasses.field(default_factory=time.time)
+    http: list[HTTPRow] = dataclasses.field(default_factory=list)
+    fanout: FanoutResult | None = None
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)
+    ws_framing: dict[str, Any] = dataclasses.field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def row(self, key: str) -> HTTPRow | None:
+        return next((row for row in self.http if row.key == key), None)
+
+    def add(self, key: str, label: str, result: WrkResult) -> HTTPRow:
+        row = HTTPRow(key, label, result)
+        self.http.append(row)
+        return row
+
+    def compare(self, key: str, reference: str, name: str) -> None:
+        """Set row ``key``'s ratio to its req/s over that of row ``reference``."""
+        row, ref = self.row(key), self.row(reference)
+        if row is not None and ref is not None and ref.result.requests_per_s > 0:
+            row.ratio = row.result.requests_per_s / ref.result.requests_per_s
+            row.ratio_of = name
+
+    # --- output -------------------------------------------------------------------------------
+    def table(self) -> str:
+        lines = [f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   ratio"]
+        for row in self.http:
+            r = row.result
+            ratio = f"{row.ratio:.2f}x of {row.ratio_of}" if row.ratio is not None else ""
+            lines.append(
+                f"{row.label:<34}{r.requests_per_s:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
+                f"   {ratio}".rstrip()
+            )
+        if self.fanout is not None:
+            f = self.fanout
+            label = f"fanout {f.subscribers} subs x {f.events} events"
+            lines.append(
+                f"{label:<34}{f.notifications_per_s:>10.0f}{f.p50_ms:>10.1f}{f.p99_ms:>10.1f}"
+                "   notif/s; publish-to-receive latency"
+            )
+        return "\n".join(lines)
+
+    def text(self) -> str:
+        s = self.settings
+        parts = [
+            f"graphql-service benchmark: {os.cpu_count()} CPUs, load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end; wrk -t{s.threads} "
+            f"-c{s.connections}, {s.duration_s:g} s per target after {s.warmup_s:g} s warm-up.",
+            "",
+            self.table(),
+        ]
+        if self.fanout is not None:
+            f = self.fanout
+            parts.append(
+                f"  fanout: {f.delivered} notifications in {f.wall_s:.2f} s (broadcasts took "
+                f"{f.publish_s:.2f} s), latency max {f.max_ms:.1f} ms"
+            )
+        for key, note in self.notes.items():
+            parts.append(f"  {key}: {note}")
+        if self.ws_framing:
+            parts += ["", "WebSocket framing (bench/ws_framing.py):"]
+            parts += [f"  {line}" for line in self.ws_framing.get("output", "").splitlines()]
+        if self.errors:
+            parts += ["", "FAILED:"]
+            parts += [f"  {key}: {error}" for key, error in self.errors.items()]
+        return "\n".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "started": self.started,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "loadavg_end": os.getloadavg(),
+            },
+            "settings": dataclasses.asdict(self.settings),
+            "http": [
+                {
+                    "key": row.key,
+                    "label": row.label,
+                    **dataclasses.asdict(row.result),
+                    "ratio": row.ratio,
+                    "ratio_of": row.ratio_of or None,
+                }
+                for row in self.http
+            ],
+            "fanout": dataclasses.asdict(self.fanout) if self.fanout else None,
+            "notes": self.notes,
+            "ws_framing": self.ws_framing,
+            "errors": self.errors,
+        }
+
+    def write(self, path: str = REPORT_PATH) -> str:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.as_json(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+        return path

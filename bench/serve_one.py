@@ -1,0 +1,24 @@
+"""One ``serve()`` process: the example schema on 127.0.0.1:PORT with uvloop.
+
+Run: ``DATABASE_URL=... python -m bench.serve_one PORT``. It blocks until SIGTERM or SIGINT,
+then drains, as ``serve()`` does for any user.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not argv[1].isdigit():
+        print("usage: python -m bench.serve_one PORT", file=sys.stderr)
+        return 2
+    from service import serve
+    from service.example.schema import schema
+
+    serve(schema, [{"protocol": "tcp", "port": int(argv[1])}], enable_uvloop=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
