@@ -27,6 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from service.engine.executor import Engine
 from service.engine.http import HTTPCore, HTTPRequest, HTTPResponse
@@ -42,7 +44,7 @@ from service.protocols.ws_common import (
     Stop,
     make_connection,
 )
-from service.server.application import make_context_getter
+from service.server.application import make_context_getter, make_ws_authenticator
 from service.server.serve import Server, serve
 from service.settings import Settings
 from tests.schemas import schema
@@ -467,5 +469,92 @@ async def test_live_server_survives_random_bytes() -> None:
         )
         assert status_of(raw) == 200
         assert json.loads(raw.partition(b"\r\n\r\n")[2]) == {"data": {"hello": "Hello, world!"}}
+    finally:
+        await srv.close(2.0)
+
+
+# JSON may spell a lone UTF-16 surrogate ("\\ud800"): valid JSON, but no valid text. orjson
+# refuses such bodies over HTTP; a WebSocket frame must not get further either.
+LONE = "@LONE@"
+
+
+def with_lone_surrogate(message: dict[str, Any]) -> str:
+    """``message`` as JSON text, with every ``LONE`` spelled as the escape ``\\ud800``."""
+    return json.dumps(message).replace(LONE, "\\ud800")
+
+
+SURROGATE_FRAMES: list[tuple[str, bool, str]] = [
+    (
+        "token",
+        False,
+        with_lone_surrogate({"type": "connection_init", "payload": {"authToken": LONE}}),
+    ),
+    (
+        "variable",
+        True,
+        with_lone_surrogate(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {
+                    "query": "query($n: String) { hello(name: $n) }",
+                    "variables": {"n": LONE},
+                },
+            }
+        ),
+    ),
+    (
+        "long document",
+        True,
+        with_lone_surrogate(
+            {"id": "1", "type": "subscribe", "payload": {"query": "{ hello } #" + "x" * 200 + LONE}}
+        ),
+    ),
+]
+
+
+async def first_answer(ws: ClientConnection) -> tuple[str, Any]:
+    """The server's first message, or its close code if it closes first."""
+    try:
+        return "message", json.loads(await asyncio.wait_for(ws.recv(), 5))
+    except ConnectionClosed:
+        return "close", ws.close_code
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="WebSocket frames are decoded with the stdlib json module, which lets lone surrogates "
+    "through; Verifier.verify and Engine.prepare then raise UnicodeEncodeError and the client "
+    "gets an internal error (4500 / INTERNAL_SERVER_ERROR) instead of a client error",
+)
+async def test_lone_surrogates_over_websocket_are_client_errors() -> None:
+    settings = Settings(redis_url="", jwt_secret="g" * 40, max_document_bytes=100)
+    srv = await serve(  # type: ignore[misc]
+        schema,
+        [{"protocol": "tcp", "port": 0}],
+        run=False,
+        settings=settings,
+        authenticate=make_ws_authenticator(settings),
+    )
+    assert isinstance(srv, Server)
+    url = f"ws://127.0.0.1:{srv.tcp_port()}/graphql"
+    try:
+        wrong = []
+        for name, needs_ack, frame in SURROGATE_FRAMES:
+            async with connect(url, subprotocols=[TRANSPORT_WS_SUBPROTOCOL]) as ws:  # type: ignore[list-item]
+                if needs_ack:
+                    await ws.send('{"type":"connection_init"}')
+                    assert (await first_answer(ws))[1]["type"] == "connection_ack"
+                await ws.send(frame)
+                kind, answer = await first_answer(ws)
+                if kind == "close":
+                    if answer not in {4400, 4403}:
+                        wrong.append((name, answer))
+                elif answer["type"] != "error" or (
+                    answer["payload"][0].get("extensions", {}).get("code")
+                    == "INTERNAL_SERVER_ERROR"
+                ):
+                    wrong.append((name, answer))
+        assert wrong == []
     finally:
         await srv.close(2.0)

@@ -475,3 +475,34 @@ async def test_server_close_sends_going_away(server: Server) -> None:
         code, _ = await closed_with(ws)
         assert code == 1001
         await closing
+
+
+# --- per-connection options ------------------------------------------------------------------
+@pytest.mark.parametrize("strict", [False, True])
+async def test_strict_ordering_processes_messages_one_at_a_time(strict: bool) -> None:
+    def on_connect(payload: dict[str, Any], context: dict[str, Any]) -> Any:
+        return {"strict_ordering": bool(payload.get("strictOrdering"))}
+
+    srv = await start_server(on_connect=on_connect)
+    try:
+        async with connect(url(srv), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
+            await init(ws, {"strictOrdering": strict})
+            await subscribe(ws, "slow", "{ slow(seconds: 0.3) }")
+            await subscribe(ws, "fast", "{ hello }")
+            order = [(await recv(ws))["id"] for _ in range(4)]
+        expected = ["slow", "slow", "fast", "fast"] if strict else ["fast", "fast", "slow", "slow"]
+        assert order == expected
+    finally:
+        await srv.close(2.0)
+
+
+async def test_transport_ws_keepalive_ping_when_enabled() -> None:
+    srv = await start_server(ws_transport_ping=True, ws_keepalive_s=0.1)
+    try:
+        async with connect(url(srv), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
+            await init(ws)
+            assert await recv(ws) == {"type": "ping"}
+            await ws.send(json.dumps({"type": "pong"}))
+            assert await recv(ws) == {"type": "ping"}
+    finally:
+        await srv.close(2.0)

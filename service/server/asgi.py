@@ -154,7 +154,7 @@ def asgi_app(
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if runtime.current_broker() is None:
+                if not runtime.serves_this_loop():
                     broker = make_broker(settings.redis_url or None)
                     await broker.start()
                     runtime.install_broker(broker, asyncio.get_running_loop(), settings)

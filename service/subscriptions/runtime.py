@@ -75,16 +75,13 @@ def settings() -> Settings:
 
 
 async def broker_for_publish() -> Broker:
-    """The installed broker, or one made (and started) from the environment on first use.
-
-    A broker made here belongs to the running loop; a later loop (tests, ``asyncio.run`` per
-    call in scripts) gets its own instead of one bound to a finished loop.
+    """The broker for the running loop: the installed one, else one made (and started) from the
+    environment on first use. A broker belongs to the loop it runs on; another loop (a test, a
+    script's ``asyncio.run``) gets its own instead of one bound to a finished loop.
     """
     global _broker, _owned, _loop
     loop = asyncio.get_running_loop()
-    if _broker is not None and _owned and _loop is not loop:
-        _broker, _owned, _loop = None, False, None
-    if _broker is None:
+    if _broker is None or _loop is not loop:
         from service.broker import make_broker
 
         broker = make_broker(settings().redis_url or None)

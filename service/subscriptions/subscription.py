@@ -230,7 +230,7 @@ class SubscriptionStream:
             key = self.cls.group_key(str(group))
             if key not in keys:
                 keys.append(key)
-        broker = runtime.current_broker() or await runtime.broker_for_publish()
+        broker = await runtime.broker_for_publish()
         self.broker = broker
         try:
             for key in keys:
