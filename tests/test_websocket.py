@@ -506,3 +506,25 @@ async def test_transport_ws_keepalive_ping_when_enabled() -> None:
             assert await recv(ws) == {"type": "ping"}
     finally:
         await srv.close(2.0)
+
+
+async def test_subscription_that_fails_to_start_gets_error() -> None:
+    from service.example.schema import schema as example_schema
+
+    srv = await serve(
+        example_schema, [{"protocol": "tcp", "port": 0}], run=False, settings=Settings(redis_url="")
+    )
+    assert isinstance(srv, Server)
+    try:
+        async with connect(url(srv), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
+            await init(ws)
+            await subscribe(ws, "c", "subscription { countdown(from: 5000) }")
+            message = await recv(ws)
+            assert message["type"] == "error" and message["id"] == "c"
+            assert message["payload"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+            await subscribe(ws, "d", "subscription { countdown(from: 2) }")
+            values = [(await recv(ws))["payload"]["data"]["countdown"] for _ in range(3)]
+            assert values == [2, 1, 0]
+            assert await recv(ws) == {"id": "d", "type": "complete"}
+    finally:
+        await srv.close(2.0)

@@ -245,18 +245,10 @@ class Engine:
     ) -> AsyncIterator[Outcome]:
         try:
             async for event in source:
-                result = execute(
-                    self.schema,
-                    cached.document,  # type: ignore[arg-type]
-                    event,
-                    context,
-                    variables,
-                    operation_name,
-                    middleware=self.middleware,
+                outcome = self.execute(
+                    cached, "subscription", variables, operation_name, context, root_value=event
                 )
-                if not isinstance(result, ExecutionResult):
-                    result = await result
-                yield self.finish(result, "subscription", context)
+                yield outcome if isinstance(outcome, Outcome) else await outcome
         finally:
             closer = getattr(source, "aclose", None)
             if closer is not None:

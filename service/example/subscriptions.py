@@ -74,12 +74,17 @@ class Subscriptions(graphene.ObjectType):
     )
 
     @staticmethod
-    async def subscribe_countdown(root: Any, info: Any, from_: int) -> AsyncIterator[int]:
+    def subscribe_countdown(root: Any, info: Any, from_: int) -> AsyncIterator[int]:
+        # Checked before the stream exists, so a bad argument fails the subscribe itself.
         if not 0 <= from_ <= MAX_COUNTDOWN:
             raise bad_input("from", f"must be between 0 and {MAX_COUNTDOWN}")
-        for value in range(from_, -1, -1):
-            yield value
+        return _count_down(from_)
 
     @staticmethod
     def resolve_countdown(root: int, info: Any, from_: int) -> int:
         return root
+
+
+async def _count_down(start: int) -> AsyncIterator[int]:
+    for value in range(start, -1, -1):
+        yield value

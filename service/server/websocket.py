@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from graphql import GraphQLError
 from websockets.exceptions import NegotiationError
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -354,7 +355,13 @@ class WSSession:
             return kind, self._deliver_final(op_id, outcome), None
         started = await engine.subscribe(cached, variables, name, context)
         if isinstance(started, Outcome):
-            return kind, self._deliver_final(op_id, started), None
+            # The source stream could not start (the subscribe resolver raised, or variables
+            # failed): PROTOCOL.md answers with `error`, not `next`.
+            errors = started.body.get("errors") or [
+                codes.error("Subscription failed.", codes.INTERNAL)
+            ]
+            self.apply(self.machine.error(op_id, errors))
+            return kind, "rejected", None
         if self.settings.confirm_subscriptions:
             self.apply(self.machine.next(op_id, {"data": None}))
         return kind, "ok", started
@@ -371,15 +378,20 @@ class WSSession:
         sent = metrics.NOTIFICATIONS_SENT
         lag = metrics.FANOUT_LAG
         try:
-            async for outcome in stream:
-                if not self.writable.is_set():
-                    await self.writable.wait()
-                self.apply(self.machine.next(op_id, outcome.body))
-                sent.inc()
-                sent_at = runtime.FANOUT_SENT_AT.get()
-                if sent_at is not None:
-                    lag.observe(max(0.0, time.time() - sent_at))
-                    runtime.FANOUT_SENT_AT.set(None)
+            try:
+                async for outcome in stream:
+                    if not self.writable.is_set():
+                        await self.writable.wait()
+                    self.apply(self.machine.next(op_id, outcome.body))
+                    sent.inc()
+                    sent_at = runtime.FANOUT_SENT_AT.get()
+                    if sent_at is not None:
+                        lag.observe(max(0.0, time.time() - sent_at))
+                        runtime.FANOUT_SENT_AT.set(None)
+            except GraphQLError as exc:
+                # The source stream failed mid-way with a GraphQL error: report it and end.
+                self.apply(self.machine.error(op_id, [exc.formatted]))  # type: ignore[list-item]
+                return "error"
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()
