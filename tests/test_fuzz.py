@@ -521,12 +521,6 @@ async def first_answer(ws: ClientConnection) -> tuple[str, Any]:
         return "close", ws.close_code
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WebSocket frames are decoded with the stdlib json module, which lets lone surrogates "
-    "through; Verifier.verify and Engine.prepare then raise UnicodeEncodeError and the client "
-    "gets an internal error (4500 / INTERNAL_SERVER_ERROR) instead of a client error",
-)
 async def test_lone_surrogates_over_websocket_are_client_errors() -> None:
     settings = Settings(redis_url="", jwt_secret="g" * 40, max_document_bytes=100)
     srv = await serve(  # type: ignore[misc]

@@ -219,6 +219,10 @@ class Verifier:
             raise AuthError("invalid", "authentication is not configured on this server")
         if not isinstance(token, str) or not token:
             raise AuthError("malformed", "the token is empty")
+        if not token.isascii():  # a JWT is base64url segments and dots: ASCII only
+            raise AuthError(
+                "malformed", "the token is not a well-formed JWT (non-ASCII characters)"
+            )
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:

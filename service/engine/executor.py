@@ -89,7 +89,7 @@ class Engine:
         """
         limit = self.settings.max_document_bytes
         # A UTF-8 character is at most 4 bytes: only long strings need encoding to measure.
-        if len(query) * 4 > limit and len(query.encode("utf-8")) > limit:
+        if len(query) * 4 > limit and len(query.encode("utf-8", "surrogatepass")) > limit:
             return (
                 None,
                 "unknown",

@@ -61,6 +61,14 @@ class ConnectionRejected(Exception):
     """Raised by ``on_connect`` (or auth) to refuse a connection: 4403 / ``connection_error``."""
 
 
+def _valid_json(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def _encode(message: Any) -> str:
     return orjson.dumps(message).decode()
 
@@ -183,6 +191,11 @@ class WSSession:
 
     # --- input ---------------------------------------------------------------------------------
     def receive_text(self, text: str) -> None:
+        # An escaped lone surrogate ("\\ud800") passes the protocol's stdlib JSON parser but can
+        # never be encoded back to UTF-8; refuse such frames as invalid JSON, as HTTP does.
+        if ("\\ud" in text or "\\uD" in text) and not _valid_json(text):
+            self.apply(self.machine.close(4400, "Invalid message received: not valid JSON"))
+            return
         self.apply(self.machine.receive_text(text, self.loop.time()))
 
     def receive_bytes(self, data: bytes) -> None:
@@ -272,7 +285,8 @@ class WSSession:
         user = context.get("user") if isinstance(context, dict) else None
         exp = user.get("exp") if isinstance(user, dict) else None
         if isinstance(exp, int | float):
-            delay = max(0.0, float(exp) - time.time())
+            # Tokens are accepted with JWT_LEEWAY_S of clock skew; close when that runs out.
+            delay = max(0.0, float(exp) + self.settings.jwt_leeway_s - time.time())
             self.expiry = self.loop.call_later(
                 delay, lambda: self.apply(self.machine.close(4403, "Forbidden: token expired"))
             )
