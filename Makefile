@@ -36,11 +36,11 @@ test: venv system-deps
 	$(PY) -m pytest -p no:cacheprovider -q $(PYTEST_ARGS)
 
 fmt: venv
-	$(VENV)/bin/ruff format service tests
+	$(VENV)/bin/ruff format service tests bench
 
 lint: venv
-	$(VENV)/bin/ruff format --check service tests
-	$(VENV)/bin/ruff check service tests
+	$(VENV)/bin/ruff format --check service tests bench
+	$(VENV)/bin/ruff check service tests bench
 
 types: venv
 	$(VENV)/bin/mypy

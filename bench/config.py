@@ -17,13 +17,13 @@ class BenchSettings:
     connections: int = 50  # BENCH_CONNECTIONS: wrk -c
     subscribers: int = 1000  # BENCH_SUBSCRIBERS
     events: int = 200  # BENCH_EVENTS: timed broadcasts
-    event_interval_s: float = 0.0  # BENCH_EVENT_INTERVAL_MS / 1000: 0 sends back to back
+    window: int = 1  # BENCH_WINDOW: broadcasts in flight (not yet received by every subscriber)
 
     def __post_init__(self) -> None:
         if self.duration_s < 1 or self.threads < 1 or self.connections < self.threads:
             raise ValueError("need BENCH_SECONDS >= 1 and BENCH_CONNECTIONS >= BENCH_THREADS >= 1")
-        if self.subscribers < 1 or self.events < 1:
-            raise ValueError("need BENCH_SUBSCRIBERS >= 1 and BENCH_EVENTS >= 1")
+        if self.subscribers < 1 or self.events < 1 or self.window < 1:
+            raise ValueError("need BENCH_SUBSCRIBERS, BENCH_EVENTS and BENCH_WINDOW >= 1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BenchSettings:
@@ -49,6 +49,5 @@ class BenchSettings:
             connections=int(read("BENCH_CONNECTIONS", int, d.connections)),
             subscribers=int(read("BENCH_SUBSCRIBERS", int, d.subscribers)),
             events=int(read("BENCH_EVENTS", int, d.events)),
-            event_interval_s=read("BENCH_EVENT_INTERVAL_MS", float, d.event_interval_s * 1000)
-            / 1000.0,
+            window=int(read("BENCH_WINDOW", int, d.window)),
         )

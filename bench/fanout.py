@@ -7,6 +7,11 @@ the time from that start to the moment its ``next`` message reached the subscrib
 on the same monotonic clock. Throughput is all notifications received divided by the time from
 the first broadcast to the last receipt.
 
+The publisher keeps at most ``window`` events in flight (broadcast but not yet received by every
+subscriber): enough to keep the workers busy, few enough that the figures measure delivery
+rather than an ever longer backlog. Latency therefore includes waiting behind at most
+``window - 1`` earlier events.
+
 Publisher and subscribers share one uvloop loop in this process, on the same cores as nginx,
 the workers and Redis: the figures include this client's own cost.
 """
@@ -15,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -36,6 +43,7 @@ class FanoutError(RuntimeError):
 class FanoutResult:
     subscribers: int
     events: int
+    window: int
     delivered: int
     wall_s: float
     publish_s: float
@@ -59,22 +67,33 @@ def percentile(ordered: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not ordered:
         raise ValueError("no samples")
-    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
     return ordered[rank - 1]
 
 
 class Tally:
     """What the subscribers received: probes, then timed events."""
 
-    def __init__(self, subscribers: int, events: int) -> None:
+    def __init__(self, subscribers: int, events: int, window: int) -> None:
         self.subscribers = subscribers
         self.expected = subscribers * events
         self.sent_at: dict[int, float] = {}
+        self.received: dict[int, int] = {}
+        self.in_flight = asyncio.Semaphore(window)
         self.latencies_s: list[float] = []
         self.probes = 0
         self.last_receipt = 0.0
         self.probed = asyncio.Event()
         self.done = asyncio.Event()
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def listener_done(self, task: asyncio.Task[None]) -> None:
+        """Done callback of each listener task: the first error fails the whole run."""
+        if task.cancelled() or self.failed.done():
+            return
+        error = task.exception()
+        if error is not None:
+            self.failed.set_exception(error)
 
     def receive(self, value: int, now: float) -> None:
         if value == PROBE:
@@ -84,6 +103,9 @@ class Tally:
             return
         self.latencies_s.append(now - self.sent_at[value])
         self.last_receipt = now
+        count = self.received[value] = self.received.get(value, 0) + 1
+        if count == self.subscribers:
+            self.in_flight.release()
         if len(self.latencies_s) == self.expected:
             self.done.set()
 
@@ -127,22 +149,18 @@ async def listen(ws: ClientConnection, tally: Tally, last_value: int) -> None:
     raise FanoutError(f"connection closed before event {last_value}: {ws.close_code}")
 
 
-async def _wait(event: asyncio.Event, tasks: set[asyncio.Task[None]], timeout_s: float) -> None:
-    """Wait for ``event``; fail early with the first listener's error, late with a timeout."""
-    waiter = asyncio.ensure_future(event.wait())
+async def _until(awaitable: Coroutine[Any, Any, Any], tally: Tally, timeout_s: float) -> None:
+    """Await ``awaitable``; a subscriber's failure or the timeout ends the wait early."""
+    waiter = asyncio.ensure_future(awaitable)
     try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not event.is_set():
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                raise FanoutError(f"timed out after {timeout_s:g} s waiting for deliveries")
-            finished, _ = await asyncio.wait(
-                {waiter, *tasks}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in finished - {waiter}:
-                tasks.discard(task)
-                if task.exception() is not None:
-                    raise FanoutError(f"a subscriber failed: {task.exception()!r}")
+        done, _ = await asyncio.wait(
+            {waiter, tally.failed}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if tally.failed in done:
+            raise FanoutError(f"a subscriber failed: {tally.failed.exception()!r}")
+        if waiter not in done:
+            raise FanoutError(f"timed out after {timeout_s:g} s waiting for deliveries")
+        waiter.result()
     finally:
         waiter.cancel()
 
@@ -154,17 +172,17 @@ async def run_fanout(
     events: int,
     group: str,
     active_subscriptions: Callable[[], int],
-    interval_s: float = 0.0,
+    window: int = 1,
     timeout_s: float = 120.0,
 ) -> FanoutResult:
     """Connect ``subscribers``, wait until the workers count them all (``active_subscriptions``),
-    send one untimed probe every subscriber must receive, then ``events`` timed broadcasts
-    (``interval_s`` apart; 0 = back to back)."""
+    send one untimed probe every subscriber must receive, then ``events`` timed broadcasts with
+    at most ``window`` of them not yet delivered to everyone."""
     from service.subscriptions.runtime import close_owned_broker
     from tests.schemas import Ticker
 
     query = f'subscription {{ ticker(group: "{group}") {{ value }} }}'
-    tally = Tally(subscribers, events)
+    tally = Tally(subscribers, events, window)
     clients: list[ClientConnection] = []
     tasks: set[asyncio.Task[None]] = set()
     try:
@@ -177,20 +195,26 @@ async def run_fanout(
             if loop.time() > deadline:
                 raise FanoutError(f"only {active_subscriptions()} of {subscribers} became active")
             await asyncio.sleep(0.05)
-        tasks = {asyncio.create_task(listen(ws, tally, events - 1)) for ws in clients}
+        for ws in clients:
+            task = asyncio.create_task(listen(ws, tally, events - 1))
+            task.add_done_callback(tally.listener_done)
+            tasks.add(task)
 
         await Ticker.broadcast(group, {"value": PROBE})
-        await _wait(tally.probed, tasks, 30)
+        await _until(tally.probed.wait(), tally, 30)
 
         started = time.perf_counter()
         for value in range(events):
+            await _until(tally.in_flight.acquire(), tally, timeout_s)
             tally.sent_at[value] = time.perf_counter()
             await Ticker.broadcast(group, {"value": value})
-            if interval_s > 0:
-                await asyncio.sleep(interval_s)
         published = time.perf_counter()
-        await _wait(tally.done, tasks, timeout_s)
+        await _until(tally.done.wait(), tally, timeout_s)
     finally:
+        if tally.failed.done():
+            tally.failed.exception()  # retrieved: the error is raised above or superseded
+        else:
+            tally.failed.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -202,6 +226,7 @@ async def run_fanout(
     return FanoutResult(
         subscribers=subscribers,
         events=events,
+        window=window,
         delivered=len(ordered),
         wall_s=wall_s,
         publish_s=published - started,

@@ -34,6 +34,7 @@ class HTTPRow:
 class Report:
     settings: BenchSettings
     started: float = dataclasses.field(default_factory=time.time)
+    loadavg_start: tuple[float, float, float] = dataclasses.field(default_factory=os.getloadavg)
     http: list[HTTPRow] = dataclasses.field(default_factory=list)
     fanout: FanoutResult | None = None
     notes: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -77,9 +78,10 @@ class Report:
     def text(self) -> str:
         s = self.settings
         parts = [
-            f"graphql-service benchmark: {os.cpu_count()} CPUs, load average "
-            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end; wrk -t{s.threads} "
-            f"-c{s.connections}, {s.duration_s:g} s per target after {s.warmup_s:g} s warm-up.",
+            f"graphql-service benchmark: {os.cpu_count()} CPUs, 1-minute load average "
+            f"{self.loadavg_start[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
+            f"wrk -t{s.threads} -c{s.connections}, {s.duration_s:g} s per target after "
+            f"{s.warmup_s:g} s warm-up. Compare ratios, not absolute figures.",
             "",
             self.table(),
         ]
@@ -106,6 +108,7 @@ class Report:
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
                 "platform": platform.platform(),
+                "loadavg_start": self.loadavg_start,
                 "loadavg_end": os.getloadavg(),
             },
             "settings": dataclasses.asdict(self.settings),

@@ -402,6 +402,9 @@ class WSSession:
                     if sent_at is not None:
                         lag.observe(max(0.0, time.time() - sent_at))
                         runtime.FANOUT_SENT_AT.set(None)
+                    # A queued backlog never suspends __anext__: yield so other subscribers,
+                    # the heartbeat and new connections get the loop between notifications.
+                    await asyncio.sleep(0)
             except GraphQLError as exc:
                 # The source stream failed mid-way with a GraphQL error: report it and end.
                 self.apply(self.machine.error(op_id, [exc.formatted]))  # type: ignore[list-item]
