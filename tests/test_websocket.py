@@ -528,3 +528,13 @@ async def test_subscription_that_fails_to_start_gets_error() -> None:
             assert await recv(ws) == {"id": "d", "type": "complete"}
     finally:
         await srv.close(2.0)
+
+
+async def test_upgraded_connections_leave_the_timeout_sweeper(server: Server) -> None:
+    from service.server.native import _sweeper
+
+    async with connect(url(server), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
+        await init(ws)
+        sweeper = _sweeper(asyncio.get_running_loop())
+        assert not [c for c in sweeper.connections if c.upgraded]
+        assert any(type(c).__name__ == "NativeWebSocket" for c in server.connections)

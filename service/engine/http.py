@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
+import os
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -69,12 +71,26 @@ class HTTPResponse:
 ContextGetter = Callable[[HTTPRequest], Any]
 
 
+_id_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
+_id_counter = itertools.count(1)
+
+
+def _reset_request_ids() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
+    _id_counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reset_request_ids)
+
+
 def new_request_id(headers: dict[str, str]) -> str:
-    """``X-Request-ID`` when the client (nginx) sent a sane one, else a fresh random id."""
+    """``X-Request-ID`` when the client (nginx) sent a sane one, else a fresh id: unique per
+    process (pid, 32 random bits, a counter) and far cheaper than ``uuid4``."""
     given = headers.get("x-request-id")
     if given and len(given) <= 200 and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    return f"{_id_prefix}{next(_id_counter):x}"
 
 
 def default_context(request: HTTPRequest) -> dict[str, Any]:

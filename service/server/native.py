@@ -22,6 +22,7 @@ import email.utils
 import functools
 import http
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -104,6 +105,45 @@ WebSocketHandler = Callable[["HTTPProtocol", HTTPRequest, bytes], None]
 RequestLogger = Callable[[HTTPRequest, HTTPResponse, float], None]
 
 
+class _Sweeper:
+    """Checks every connection's deadline a few times per timeout period on one loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.connections: set[HTTPProtocol] = set()
+        self.interval = 1.0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def add(self, conn: HTTPProtocol, settings: Settings) -> None:
+        shortest = min(settings.keepalive_timeout_s, settings.request_read_timeout_s)
+        if shortest > 0:
+            self.interval = min(self.interval, max(0.05, shortest / 4))
+        self.connections.add(conn)
+        if self.handle is None:
+            self.handle = self.loop.call_later(self.interval, self._tick)
+
+    def discard(self, conn: HTTPProtocol) -> None:
+        self.connections.discard(conn)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.connections):
+            conn.check_deadline(now)
+        self.handle = self.loop.call_later(self.interval, self._tick) if self.connections else None
+
+
+_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    sweeper = _sweepers.get(loop)
+    if sweeper is None:
+        sweeper = _sweepers[loop] = _Sweeper(loop)
+    return sweeper
+
+
 class HTTPProtocol(asyncio.Protocol):
     """One client connection. Created by ``loop.create_server`` per accepted socket."""
 
@@ -137,7 +177,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.busy = False
         self.closing = False
         self.task: asyncio.Future[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None
+        self.on_deadline: Callable[[], None] = self._on_idle_timeout
         self.read_paused = False
         self.write_paused = False
         self.upgraded = False
@@ -151,10 +192,12 @@ class HTTPProtocol(asyncio.Protocol):
         else:
             self.remote = "unix"
         self.connections.add(self)
+        _sweeper(self.loop).add(self, self.settings)
         self._arm(self.settings.keepalive_timeout_s, self._on_idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
+        _sweeper(self.loop).discard(self)
         self.closing = True
         self._disarm()
         if self.task is not None and not self.task.done():
@@ -181,22 +224,29 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        self._disarm()
+        # No timer per request: a deadline the loop's sweeper checks (cheaper than call_later
+        # plus cancel twice per request).
         if delay > 0:
-            self.timer = self.loop.call_later(delay, callback)
+            self.deadline = self.loop.time() + delay
+            self.on_deadline = callback
+        else:
+            self.deadline = None
 
     def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = None
+
+    def check_deadline(self, now: float) -> None:
+        """Called by the sweeper: run the armed timeout if its deadline passed."""
+        deadline = self.deadline
+        if deadline is not None and now >= deadline:
+            self.deadline = None
+            self.on_deadline()
 
     def _on_idle_timeout(self) -> None:
-        self.timer = None
         if self.transport is not None and not self.busy and not self.queue:
             self.transport.close()
 
     def _on_read_timeout(self) -> None:
-        self.timer = None
         if self.busy or self.queue:
             # An earlier pipelined request is still being answered; the slow request is only
             # timed once the pipeline drains, so re-arm rather than interleave a 408.
@@ -367,4 +417,5 @@ class HTTPProtocol(asyncio.Protocol):
             self.fail(400, "A WebSocket upgrade cannot follow pipelined requests.")
             return
         self.upgraded = True
+        _sweeper(self.loop).discard(self)  # the WebSocket owns the connection from here
         self.websocket(self, request, trailing)
