@@ -209,3 +209,26 @@ def _inflight(stack: Stack) -> int:
     MultiProcessCollector(registry, path=stack.metrics_dir)
     value = registry.get_sample_value("graphql_inflight_operations")
     return int(value or 0)
+
+
+def test_workers_exit_when_the_arbiter_dies() -> None:
+    with running_stack(workers=2, app="tests.schemas:schema") as stack:
+        assert stack.proc is not None
+        workers = set(stack.slot_pids().values())
+        assert len(workers) == 2
+        os.kill(stack.proc.pid, signal.SIGKILL)
+        stack.proc.wait(10)
+
+        def gone() -> bool:
+            for pid in workers:
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        state = f.read().rsplit(")", 1)[1].split()[0]
+                except FileNotFoundError:
+                    continue
+                if state != "Z":
+                    return False
+            return True
+
+        # Each worker notices its parent changed within a heartbeat interval and exits.
+        poll(gone, 20, "orphaned workers to exit")

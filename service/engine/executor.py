@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
@@ -35,6 +36,17 @@ class Outcome:
     operation_type: str
     request_error: bool = False
     error_code: str | None = None
+
+
+_NEVER_AWAITABLE = frozenset({str, int, float, bool, type(None), dict, list, tuple, bytes})
+
+
+def fast_is_awaitable(value: Any) -> bool:
+    """graphql-core's ``is_awaitable`` hook, with a shortcut for the plain values most resolvers
+    return (it is called several times per field: about 12% of a 600-field query here)."""
+    if type(value) in _NEVER_AWAITABLE:
+        return False
+    return inspect.isawaitable(value)
 
 
 def schema_of(schema: Any) -> GraphQLSchema:
@@ -140,6 +152,7 @@ class Engine:
             variables,
             operation_name,
             middleware=self.middleware,
+            is_awaitable=fast_is_awaitable,
         )
         if isinstance(result, ExecutionResult):
             return self.finish(result, operation_type, context)
