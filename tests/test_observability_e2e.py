@@ -177,3 +177,25 @@ def test_log_lines_are_json_and_carry_nginx_request_id(stack: Stack) -> None:
     # Every line the stack wrote (arbiter, workers, gunicorn) parses as JSON.
     raw = [line for line in stack.log().splitlines() if line.strip()]
     assert raw and all(isinstance(json.loads(line), dict) for line in raw)
+
+
+def test_masked_internal_error_shows_the_request_id_that_the_logs_carry(stack: Stack) -> None:
+    conn = stack.http()
+    status, _, body = request(
+        conn, "POST", "/graphql", {"query": "{ boom }"}, {"X-Request-ID": "boom-77"}
+    )
+    conn.close()
+    assert status == 200
+    error = json.loads(body)["errors"][0]
+    assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR", "requestId": "boom-77"}
+    assert "secret internal detail" not in body.decode()
+
+    def exception_line() -> dict[str, Any] | None:
+        for line in stack.log().splitlines():
+            entry = json.loads(line) if line.strip() else {}
+            if entry.get("request_id") == "boom-77" and entry.get("exception"):
+                return entry
+        return None
+
+    entry = poll(exception_line, 10, "the logged exception with the request id")
+    assert "secret internal detail" in json.dumps(entry["exception"])

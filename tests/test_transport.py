@@ -317,3 +317,26 @@ def test_unix_socket_stale_file_replaced_live_one_refused() -> None:
 def test_bad_listen_is_value_error(listen: Any) -> None:
     with pytest.raises(ValueError):
         serve(schema, listen, run=False)
+
+
+async def test_pipelined_backlog_pauses_reading_then_drains_in_order(server: Server) -> None:
+    reader, writer = await open_tcp(server)
+    count = 40
+    writer.write(
+        b"".join(post(f'{{ slow(seconds: 0.01) h{i}: hello(name: "{i}") }}') for i in range(count))
+    )
+    await writer.drain()
+    paused_seen = False
+    for _ in range(500):  # poll until the server paused reading on the backlog
+        if any(c.read_paused for c in server.connections):
+            paused_seen = True
+            break
+        await asyncio.sleep(0.005)
+    assert paused_seen
+    names = []
+    for i in range(count):
+        status, _, body = await read_response(reader)
+        assert status == 200
+        names.append(json.loads(body)["data"][f"h{i}"])
+    assert names == [f"Hello, {i}!" for i in range(count)]
+    assert not any(c.read_paused for c in server.connections)

@@ -1,0 +1,66 @@
+"""Postgres unreachable: fields that need it fail fast with a clear error; /readyz says 503."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import service.example.schema
+from service.server.application import make_context_getter
+from service.server.serve import Server, serve
+from service.settings import Settings
+from tests.stack import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_dead_postgres_fails_fast_and_readyz_is_503() -> None:
+    from service.db import pool
+
+    settings = Settings(
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
+        db_connect_timeout_s=1.0,
+        redis_url="",
+    )
+
+    async def ready() -> bool:
+        return await pool.ping(settings)
+
+    srv = await serve(
+        service.example.schema.schema,
+        [{"protocol": "tcp", "port": 0}],
+        run=False,
+        settings=settings,
+        get_context=make_context_getter(settings),
+        ready_check=ready,
+    )
+    assert isinstance(srv, Server)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.tcp_port())
+        body = json.dumps({"query": "{ hello notes { id } }"}).encode()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        result = json.loads(await reader.readexactly(length))
+        elapsed = loop.time() - started
+        assert head.startswith(b"HTTP/1.1 200")
+        assert result["data"] is None  # notes is [Note!]!: the error nulls the whole response
+        error = result["errors"][0]
+        assert error["message"] == "database unavailable"
+        assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+        assert elapsed < 5  # a hang guard: connect timeout is 1 s, the default request timeout 30 s
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 503")
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await srv.close(2.0)
+        await pool.close_pool()
