@@ -343,12 +343,8 @@ async def test_mutation_broadcast_reaches_subscriber(server: Server) -> None:
         assert (await recv(sub))["payload"]["data"]["ticker"]["value"] == 5
 
 
-def test_broadcast_from_a_thread_without_a_loop(server: Server) -> None:
-    """Sync broadcast from a plain thread reaches async subscribers (installed broker)."""
-    # Exercised inside the async test below through asyncio.to_thread.
-
-
 async def test_sync_broadcast_from_thread(server: Server) -> None:
+    """Sync broadcast from a plain thread (no loop there) reaches async subscribers."""
     async with connect(url(server), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
         await init(ws)
         await subscribe(ws, "t", 'subscription { ticker(group: "thread") { value } }')
