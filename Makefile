@@ -48,6 +48,7 @@ types: venv
 check: lint types test
 
 bench: venv system-deps
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	$(PY) -m bench
 
 clean:

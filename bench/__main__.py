@@ -5,7 +5,9 @@
 3. the same two queries through nginx to two supervisor workers (``tests.stack.Stack``);
 4. ``service.asgi_app`` under uvicorn, only when uvicorn happens to be installed;
 5. subscription fanout through nginx: many subscribers, timed broadcasts over Redis;
-6. WebSocket framing: websockets against wsproto (``bench/ws_framing.py``).
+6. WebSocket framing: websockets against wsproto (``bench/ws_framing.py``);
+7. peers: one tiny schema served by ``serve()``, ``asgi_app`` under uvicorn, strawberry and
+   ariadne under uvicorn, measured back to back (``bench/peers/``; the ``bench`` extra).
 
 Every server runs as a child process reaped on the way out; databases are throwaway ones,
 dropped afterwards. Settings: ``BENCH_*`` variables (``bench/config.py``). The report goes to
@@ -16,6 +18,7 @@ reported and the rest still runs; the exit status is 1 if any part failed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -27,10 +30,12 @@ from collections.abc import Callable, Iterator
 
 import uvloop
 
-from bench import asgi_one, ws_framing
+from bench import asgi_one, peers, ws_framing
 from bench.config import BenchSettings
 from bench.db import SEED_NOTES, seed_notes, seeded_database
 from bench.fanout import raise_nofile, run_fanout
+from bench.peers.schema import QUERY as PEER_QUERY
+from bench.peers.schema import answers, check_server
 from bench.procs import Child, graphql
 from bench.report import Report
 from bench.wrk import WrkResult, run_wrk
@@ -223,6 +228,29 @@ def bench_ws_framing(report: Report) -> None:
         }
 
 
+def bench_peers(report: Report) -> None:
+    """Each peer on one process in turn; its ``{ hello }`` req/s over ``serve()``'s."""
+    for peer in peers.PEERS:
+        missing = peer.missing()
+        if missing is not None:
+            report.skip(peer.key, peer.label, f"skipped ({missing} not installed)")
+            continue
+        port = free_port()
+        with Child(peer.module, *peer.command_args(port)) as child:
+            child.wait_ready(functools.partial(answers, port), f"{peer.label} on :{port}")
+            check_server(port)
+            report.add(peer.key, peer.label, measure(report.settings, url(port), PEER_QUERY))
+        if peer is not peers.SERVE:
+            report.compare(peer.key, peers.SERVE.key, "serve()")
+    report.notes["peers"] = (
+        "type Query { hello(name: String): String! } in each; one process each: serve() on "
+        "uvloop, the others under uvicorn "
+        + " ".join(peers.UVICORN_FLAGS)
+        + "; "
+        + peers.versions()
+    )
+
+
 PARTS: dict[str, Callable[[Report], None]] = {
     "baseline": bench_baseline,
     "serve": bench_single,
@@ -230,6 +258,7 @@ PARTS: dict[str, Callable[[Report], None]] = {
     "nginx": bench_nginx,
     "fanout": bench_fanout,
     "ws": bench_ws_framing,
+    "peers": bench_peers,
 }
 
 

@@ -25,9 +25,10 @@ REPORT_PATH = os.path.join(tempfile.gettempdir(), "graphql-service-bench", "last
 class HTTPRow:
     key: str
     label: str
-    result: WrkResult
+    result: WrkResult | None  # None: not measured, see ``skipped``
     ratio: float | None = None
     ratio_of: str = ""
+    skipped: str = ""
 
 
 @dataclasses.dataclass(slots=True)
@@ -49,10 +50,18 @@ class Report:
         self.http.append(row)
         return row
 
+    def skip(self, key: str, label: str, reason: str) -> HTTPRow:
+        """A row that was not measured, shown with ``reason`` in its place."""
+        row = HTTPRow(key, label, None, skipped=reason)
+        self.http.append(row)
+        return row
+
     def compare(self, key: str, reference: str, name: str) -> None:
         """Set row ``key``'s ratio to its req/s over that of row ``reference``."""
         row, ref = self.row(key), self.row(reference)
-        if row is not None and ref is not None and ref.result.requests_per_s > 0:
+        if row is None or ref is None or row.result is None or ref.result is None:
+            return
+        if ref.result.requests_per_s > 0:
             row.ratio = row.result.requests_per_s / ref.result.requests_per_s
             row.ratio_of = name
 
@@ -61,6 +70,9 @@ class Report:
         lines = [f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   ratio"]
         for row in self.http:
             r = row.result
+            if r is None:
+                lines.append(f"{row.label:<34}  {row.skipped}")
+                continue
             ratio = f"{row.ratio:.2f}x of {row.ratio_of}" if row.ratio is not None else ""
             lines.append(
                 f"{row.label:<34}{r.requests_per_s:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
@@ -116,9 +128,10 @@ class Report:
                 {
                     "key": row.key,
                     "label": row.label,
-                    **dataclasses.asdict(row.result),
+                    **(dataclasses.asdict(row.result) if row.result is not None else {}),
                     "ratio": row.ratio,
                     "ratio_of": row.ratio_of or None,
+                    "skipped": row.skipped or None,
                 }
                 for row in self.http
             ],

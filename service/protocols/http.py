@@ -48,9 +48,12 @@ class HTTPError(Exception):
         self.code = code
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class GraphQLParams:
-    """One GraphQL-over-HTTP request's parameters (spec section 5, "Request Parameters")."""
+    """One GraphQL-over-HTTP request's parameters (spec section 5, "Request Parameters").
+
+    Not frozen: a frozen dataclass's ``__init__`` costs about 1.5 us more, on every request.
+    """
 
     query: str
     variables: dict[str, Any] | None
@@ -159,7 +162,10 @@ def parse_post(
 
     Raises ``HTTPError`` 415 for an unsupported Content-Type and 400 for a malformed body.
     """
-    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if content_type == APPLICATION_JSON:  # the common case, exactly as clients send it
+        media = APPLICATION_JSON
+    else:
+        media = (content_type or "").split(";", 1)[0].strip().lower()
     if media == APPLICATION_JSON or media.endswith("+json"):
         if not body:
             raise HTTPError(400, "The request body is empty; expected a JSON object.")
