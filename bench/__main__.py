@@ -246,8 +246,9 @@ def bench_peers(report: Report) -> None:
         "type Query { hello(name: String): String! } in each; one process each: serve() on "
         "uvloop, the others under uvicorn "
         + " ".join(peers.UVICORN_FLAGS)
-        + "; "
-        + peers.versions()
+        + "; strawberry and ariadne parse and validate every request by default, serve() "
+        "caches validated documents; 'caches' turns on strawberry's opt-in ParserCache and "
+        "ValidationCache; " + peers.versions()
     )
 
 

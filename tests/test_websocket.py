@@ -534,3 +534,41 @@ async def test_upgraded_connections_leave_the_timeout_sweeper(server: Server) ->
         sweeper = _sweeper(asyncio.get_running_loop())
         assert not [c for c in sweeper.connections if c.upgraded]
         assert any(type(c).__name__ == "NativeWebSocket" for c in server.connections)
+
+
+async def test_websocket_ping_keeps_an_idle_socket_and_drops_a_dead_peer() -> None:
+    import base64
+    import os as _os
+
+    srv = await start_server(ws_keepalive_s=0.1)
+    try:
+        # A live client (websockets answers pings itself) survives many intervals of silence.
+        async with connect(url(srv), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
+            await init(ws)
+            conn = next(c for c in srv.connections if type(c).__name__ == "NativeWebSocket")
+            for _ in range(500):
+                if conn.pings_sent >= 5:  # type: ignore[attr-defined]
+                    break
+                await asyncio.sleep(0.01)
+            assert conn.pings_sent >= 5  # type: ignore[attr-defined]
+            await subscribe(ws, "h", "{ hello }")
+            assert (await recv(ws))["payload"]["data"]["hello"] == "Hello, world!"
+        # A peer that never answers a ping is dropped after one unanswered interval.
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.tcp_port())
+        key = base64.b64encode(_os.urandom(16)).decode()
+        writer.write(
+            (
+                "GET /graphql HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Protocol: {TWS}\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        received = b""
+        while chunk := await asyncio.wait_for(reader.read(4096), 5):  # until the server drops us
+            received += chunk
+        assert b"\x89" in received  # it sent ping frames (opcode 0x9) before giving up
+        writer.close()
+    finally:
+        await srv.close(2.0)

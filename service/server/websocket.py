@@ -430,6 +430,9 @@ class NativeWebSocket(asyncio.Protocol):
         self.fragments: list[bytes] = []
         self.fragment_opcode: Opcode | None = None
         self.close_timer: asyncio.TimerHandle | None = None
+        self.ping_timer: asyncio.TimerHandle | None = None
+        self.awaiting_pong = False
+        self.pings_sent = 0
         self.busy = False
         self.queue: list[Any] = []
         self.upgraded = True
@@ -478,8 +481,28 @@ class NativeWebSocket(asyncio.Protocol):
         subprotocol = response.headers.get("Sec-WebSocket-Protocol", "")
         self.session = WSSession(self.app, subprotocol, self.request, self._send_text, self._close)
         self._flush()
+        interval = self.app.settings.ws_keepalive_s
+        if interval > 0:
+            self.ping_timer = asyncio.get_running_loop().call_later(interval, self._keepalive)
         if trailing:
             self.data_received(trailing)
+
+    def _keepalive(self) -> None:
+        """WebSocket-level ping every ``WS_KEEPALIVE_S``: it keeps idle sockets alive through
+        proxies (nginx's ``proxy_read_timeout``) for both subprotocols, without a message the
+        client must understand, and a peer that did not answer the previous ping is dead."""
+        self.ping_timer = None
+        if self.transport is None or self.ws.state is not State.OPEN:
+            return
+        if self.awaiting_pong:
+            self.transport.abort()  # no pong for a whole interval: the peer is gone
+            return
+        self.awaiting_pong = True
+        self.pings_sent += 1
+        self.ws.send_ping(b"ka")
+        self._flush()
+        interval = self.app.settings.ws_keepalive_s
+        self.ping_timer = asyncio.get_running_loop().call_later(interval, self._keepalive)
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -496,6 +519,8 @@ class NativeWebSocket(asyncio.Protocol):
                     self.fragments = [bytes(frame.data)]
                     continue
                 self._message(opcode, bytes(frame.data))
+            elif opcode is Opcode.PONG:
+                self.awaiting_pong = False
             elif opcode is Opcode.CONT and self.fragment_opcode is not None:
                 self.fragments.append(bytes(frame.data))
                 if frame.fin:
@@ -522,8 +547,9 @@ class NativeWebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
-        if self.close_timer is not None:
-            self.close_timer.cancel()
+        for timer in (self.close_timer, self.ping_timer):
+            if timer is not None:
+                timer.cancel()
         if self.session is not None:
             self.session.connection_lost()
         self.transport = None
