@@ -228,28 +228,61 @@ def bench_ws_framing(report: Report) -> None:
         }
 
 
+def median_run(runs: list[WrkResult]) -> WrkResult:
+    """The run with the median req/s (the upper one of an even count), with its latencies."""
+    return sorted(runs, key=lambda run: run.requests_per_s)[len(runs) // 2]
+
+
 def bench_peers(report: Report) -> None:
-    """Each peer on one process in turn; its ``{ hello }`` req/s over ``serve()``'s."""
-    for peer in peers.PEERS:
-        missing = peer.missing()
-        if missing is not None:
-            report.skip(peer.key, peer.label, f"skipped ({missing} not installed)")
-            continue
-        port = free_port()
-        with Child(peer.module, *peer.command_args(port)) as child:
+    """Every peer up at once, then ``peer_rounds`` rounds of one ``measure`` each, interleaved.
+
+    Interleaving spreads drift on a noisy machine over all targets instead of whichever ran
+    during it. Each row is the median round; its ratio is over ``serve()``'s median, and the
+    notes give each round's ratio (the two runs of a round are at most one round apart).
+    """
+    settings = report.settings
+    missing = {peer.key: peer.missing() for peer in peers.PEERS}
+    runnable = [peer for peer in peers.PEERS if missing[peer.key] is None]
+    runs: dict[str, list[WrkResult]] = {peer.key: [] for peer in runnable}
+    with contextlib.ExitStack() as children:
+        ports: dict[str, int] = {}
+        for peer in runnable:
+            port = free_port()
+            child = children.enter_context(Child(peer.module, *peer.command_args(port)))
             child.wait_ready(functools.partial(answers, port), f"{peer.label} on :{port}")
             check_server(port)
-            report.add(peer.key, peer.label, measure(report.settings, url(port), PEER_QUERY))
-        if peer is not peers.SERVE:
-            report.compare(peer.key, peers.SERVE.key, "serve()")
+            ports[peer.key] = port
+        for round_no in range(settings.peer_rounds):
+            shift = round_no % len(runnable)
+            for peer in runnable[shift:] + runnable[:shift]:
+                progress(f"peers round {round_no + 1}/{settings.peer_rounds}: {peer.label}")
+                runs[peer.key].append(measure(settings, url(ports[peer.key]), PEER_QUERY))
+
+    serve_key = peers.SERVE.key
+    per_round = []
+    for peer in peers.PEERS:
+        reason = missing[peer.key]
+        if reason is not None:
+            report.skip(peer.key, peer.label, f"skipped ({reason} not installed)")
+            continue
+        report.add(peer.key, peer.label, median_run(runs[peer.key]))
+        rates = " ".join(f"{run.requests_per_s:.0f}" for run in runs[peer.key])
+        ratios = ""
+        if peer.key != serve_key:
+            report.compare(peer.key, serve_key, "serve()")
+            ratios = ", ratio " + " ".join(
+                f"{run.requests_per_s / ref.requests_per_s:.2f}"
+                for run, ref in zip(runs[peer.key], runs[serve_key], strict=True)
+            )
+        per_round.append(f"{peer.label.removeprefix('peers: ')}: req/s {rates}{ratios}")
     report.notes["peers"] = (
         "type Query { hello(name: String): String! } in each; one process each: serve() on "
-        "uvloop, the others under uvicorn "
-        + " ".join(peers.UVICORN_FLAGS)
-        + "; strawberry and ariadne parse and validate every request by default, serve() "
-        "caches validated documents; 'caches' turns on strawberry's opt-in ParserCache and "
-        "ValidationCache; " + peers.versions()
+        "uvloop, the others under uvicorn " + " ".join(peers.UVICORN_FLAGS) + "; "
+        f"median of {settings.peer_rounds} interleaved rounds; strawberry and ariadne parse and "
+        "validate every request by default, serve() caches validated documents; 'cached' is "
+        "strawberry with its opt-in ParserCache and ValidationCache; " + peers.versions()
     )
+    report.notes["peers rounds"] = "; ".join(per_round)
 
 
 PARTS: dict[str, Callable[[Report], None]] = {

@@ -9,7 +9,10 @@ from collections.abc import Mapping
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class BenchSettings:
-    """How long and how hard to push; the defaults keep a full run under about 3 minutes."""
+    """How long and how hard to push; the defaults keep a full run under about 3 minutes.
+
+    ``peers`` adds about ``peer_rounds`` x 5 targets x (warm-up + duration): 1.5 minutes.
+    """
 
     duration_s: float = 5.0  # BENCH_SECONDS: each measured wrk run
     warmup_s: float = 1.0  # BENCH_WARMUP_SECONDS: an unrecorded wrk run before each target
@@ -18,12 +21,15 @@ class BenchSettings:
     subscribers: int = 1000  # BENCH_SUBSCRIBERS
     events: int = 200  # BENCH_EVENTS: timed broadcasts
     window: int = 1  # BENCH_WINDOW: broadcasts in flight (not yet received by every subscriber)
+    peer_rounds: int = 3  # BENCH_PEER_ROUNDS: interleaved wrk runs per target in ``peers``
 
     def __post_init__(self) -> None:
         if self.duration_s < 1 or self.threads < 1 or self.connections < self.threads:
             raise ValueError("need BENCH_SECONDS >= 1 and BENCH_CONNECTIONS >= BENCH_THREADS >= 1")
         if self.subscribers < 1 or self.events < 1 or self.window < 1:
             raise ValueError("need BENCH_SUBSCRIBERS, BENCH_EVENTS and BENCH_WINDOW >= 1")
+        if self.peer_rounds < 1:
+            raise ValueError("need BENCH_PEER_ROUNDS >= 1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BenchSettings:
@@ -50,4 +56,5 @@ class BenchSettings:
             subscribers=int(read("BENCH_SUBSCRIBERS", int, d.subscribers)),
             events=int(read("BENCH_EVENTS", int, d.events)),
             window=int(read("BENCH_WINDOW", int, d.window)),
+            peer_rounds=int(read("BENCH_PEER_ROUNDS", int, d.peer_rounds)),
         )

@@ -72,22 +72,22 @@ def uvicorn_peer(key: str, label: str, app: str, *needs: tuple[str, str]) -> Pee
 SERVE = Peer("peers_serve", "peers: serve()", "bench.peers.service_serve", ("{port}",))
 PEERS = (
     SERVE,
-    uvicorn_peer("peers_service_asgi", "peers: asgi_app + uvicorn", "bench.peers.service_asgi:app"),
+    uvicorn_peer("peers_service_asgi", "peers: asgi_app, uvicorn", "bench.peers.service_asgi:app"),
     uvicorn_peer(
         "peers_strawberry",
-        "peers: strawberry + uvicorn",
+        "peers: strawberry, uvicorn",
         "bench.peers.strawberry_app:app",
         ("strawberry", "strawberry-graphql"),
     ),
     uvicorn_peer(
         "peers_strawberry_cached",
-        "peers: strawberry + caches + uvicorn",
+        "peers: strawberry cached, uvicorn",
         "bench.peers.strawberry_cached_app:app",
         ("strawberry", "strawberry-graphql"),
     ),
     uvicorn_peer(
         "peers_ariadne",
-        "peers: ariadne + uvicorn",
+        "peers: ariadne, uvicorn",
         "bench.peers.ariadne_app:app",
         ("ariadne", "ariadne"),
     ),

@@ -57,7 +57,10 @@ def served_sdl(port: int, path: str = "/graphql") -> str:
     data = result.get("data")
     if not isinstance(data, dict) or result.get("errors"):
         raise WrongAnswer(f"introspection on :{port}{path} failed: {result.get('errors')}")
-    return print_schema(build_client_schema(cast(IntrospectionQuery, data)))
+    try:
+        return print_schema(build_client_schema(cast(IntrospectionQuery, data)))
+    except TypeError as exc:  # graphql-core's word for a malformed introspection result
+        raise WrongAnswer(f"introspection on :{port}{path}: {exc}") from None
 
 
 def check_server(port: int, path: str = "/graphql") -> None:
