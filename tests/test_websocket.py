@@ -572,3 +572,17 @@ async def test_websocket_ping_keeps_an_idle_socket_and_drops_a_dead_peer() -> No
         writer.close()
     finally:
         await srv.close(2.0)
+
+
+async def test_server_close_unwinds_subscriptions_before_returning() -> None:
+    schemas.UNSUBSCRIBED.clear()
+    srv = await start_server()
+    async with connect(url(srv), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
+        await init(ws)
+        await subscribe(ws, "s", 'subscription { ticker(group: "closing") { value } }')
+        await wait_joined(Ticker.group_key("closing"))
+        await srv.close(2.0)
+        # The subscription's stream was closed (unsubscribed ran) before close() returned.
+        assert schemas.UNSUBSCRIBED == [{"group": "closing"}]
+        code, _ = await closed_with(ws)
+        assert code == 1001

@@ -254,6 +254,10 @@ class HTTPProtocol(asyncio.Protocol):
             return
         self.fail(408, "Timed out reading the request.")
 
+    def pending_tasks(self) -> list[asyncio.Future[Any]]:
+        """Tasks this connection owns that have not finished (for a bounded shutdown)."""
+        return [self.task] if self.task is not None and not self.task.done() else []
+
     def shutdown(self) -> None:
         """Graceful stop: close now when idle, else after the response in progress."""
         self.closing = True

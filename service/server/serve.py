@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import signal
 import socket
@@ -33,6 +34,8 @@ from service.server.websocket import make_websocket_handler
 from service.settings import Settings
 
 ReadyCheck = Callable[[], Awaitable[bool]]
+
+log = logging.getLogger("service.server")
 
 _JSON = [("content-type", "application/json")]
 
@@ -284,13 +287,23 @@ class Server:
         self.handler.draining = True
         self.stop_accepting()
         grace = self.settings.graceful_timeout_s if timeout_s is None else timeout_s
+        owned: set[asyncio.Future[Any]] = set()
         for conn in list(self.connections):
+            owned.update(conn.pending_tasks())
             conn.shutdown()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.connections.empty.wait(), grace)
         for conn in list(self.connections):
+            owned.update(conn.pending_tasks())
             if conn.transport is not None:
                 conn.transport.abort()
+        leftovers = [task for task in owned if not task.done()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            # Aborted connections cancel their tasks; give them a bounded moment to unwind
+            # (close subscription streams, leave broker groups) before the broker goes.
+            await asyncio.wait(leftovers, timeout=2.0)
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
@@ -299,9 +312,7 @@ class Server:
             try:
                 await hook()
             except Exception:
-                import logging
-
-                logging.getLogger("service.server").exception("on_close hook failed")
+                log.exception("on_close hook failed")
 
 
 def build_server(

@@ -178,7 +178,8 @@ class WSSession:
             encoder=_encode,
         )
         self.context: Any = None
-        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}  # running operations by id
+        self.owned: set[asyncio.Task[None]] = set()  # every operation task not yet finished
         self.background: set[asyncio.Task[Any]] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.expiry: asyncio.TimerHandle | None = None
@@ -295,9 +296,11 @@ class WSSession:
     def _start(self, op_id: str, payload: dict[str, Any]) -> None:
         task = self.loop.create_task(self._operation(op_id, payload))
         self.tasks[op_id] = task
+        self.owned.add(task)
         task.add_done_callback(functools.partial(self._finished, op_id))
 
     def _finished(self, op_id: str, task: asyncio.Task[None]) -> None:
+        self.owned.discard(task)
         if self.tasks.get(op_id) is task:
             del self.tasks[op_id]
         if not task.cancelled() and task.exception() is not None:
@@ -592,6 +595,13 @@ class NativeWebSocket(asyncio.Protocol):
             self._flush()
         if self.session is not None:
             self.session.connection_lost()
+
+    def pending_tasks(self) -> list[asyncio.Future[Any]]:
+        """The session's operation and background tasks that have not finished."""
+        if self.session is None:
+            return []
+        owned = [*self.session.owned, *self.session.background]
+        return [task for task in owned if not task.done()]
 
     def shutdown(self) -> None:
         if self.session is not None:
