@@ -586,3 +586,40 @@ async def test_server_close_unwinds_subscriptions_before_returning() -> None:
         assert schemas.UNSUBSCRIBED == [{"group": "closing"}]
         code, _ = await closed_with(ws)
         assert code == 1001
+
+
+async def test_websocket_operations_are_timed_and_counted(server: Server) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    count_before = sample(
+        "graphql_request_duration_seconds_count", operation_type="query", operation_name="other"
+    )
+    ok_before = sample(
+        "graphql_requests_total", transport="ws", operation_type="query", status="ok"
+    )
+    async with connect(url(server), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
+        await init(ws)
+        await subscribe(ws, "q", "{ hello }")
+        assert (await recv(ws))["type"] == "next"
+        assert await recv(ws) == {"id": "q", "type": "complete"}
+    for _ in range(500):  # the report runs as the operation task ends
+        if (
+            sample("graphql_requests_total", transport="ws", operation_type="query", status="ok")
+            > ok_before
+        ):
+            break
+        await asyncio.sleep(0.01)
+    assert (
+        sample("graphql_requests_total", transport="ws", operation_type="query", status="ok")
+        == ok_before + 1
+    )
+    assert (
+        sample(
+            "graphql_request_duration_seconds_count", operation_type="query", operation_name="other"
+        )
+        == count_before + 1
+    )
+    assert sample("graphql_inflight_operations") == 0

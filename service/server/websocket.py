@@ -104,6 +104,15 @@ class ConnectApp:
         self.on_connect = on_connect
         self.log_operation = log_operation
         self._requests: dict[tuple[str, str], Any] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
+
+    def observe(self, operation_type: str, name: str | None, seconds: float) -> None:
+        label = metrics.bounded_operation_name(name, self.settings.metrics_operation_names)
+        key = (operation_type, label)
+        child = self._durations.get(key)
+        if child is None:
+            child = self._durations[key] = metrics.REQUEST_DURATION.labels(*key)
+        child.observe(seconds)
 
     def count(self, operation_type: str, status: str) -> None:
         key = (operation_type, status)
@@ -336,11 +345,17 @@ class WSSession:
         kind = "unknown"
         status = "cancelled"
         try:
-            if self.strict is not None:
-                async with self.strict:
+            metrics.INFLIGHT.inc()
+            try:
+                if self.strict is not None:
+                    async with self.strict:
+                        kind, status, stream = await self._setup(op_id, payload)
+                else:
                     kind, status, stream = await self._setup(op_id, payload)
-            else:
-                kind, status, stream = await self._setup(op_id, payload)
+            finally:
+                metrics.INFLIGHT.dec()
+            # Queries and mutations: their whole time; subscriptions: the time to set up.
+            self.app.observe(kind, name, time.perf_counter() - t0)
             if stream is not None:
                 status = await self._pump(op_id, stream)
         except asyncio.CancelledError:
