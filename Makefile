@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKERS ?= 2
 PORT ?= 8080
+# More than one worker fans subscription events out through Redis: the local one by default.
+REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: venv system-deps run test check fmt lint types bench clean
 
@@ -29,7 +31,8 @@ system-deps:
 
 # The whole stack: migrations, the supervisor with $(WORKERS) workers, a private nginx on $(PORT).
 run: venv system-deps
-	WORKERS=$(WORKERS) PORT=$(PORT) $(VENV)/bin/graphql-service run --workers $(WORKERS) --port $(PORT)
+	WORKERS=$(WORKERS) PORT=$(PORT) REDIS_URL=$(REDIS_URL) \
+	  $(VENV)/bin/graphql-service run --workers $(WORKERS) --port $(PORT)
 
 # pytest's own exit status is kept: 5 ("no tests collected") fails the target.
 test: venv system-deps
