@@ -168,3 +168,15 @@ def test_nginx_config_command_renders() -> None:
     assert result.returncode == 0
     text = result.stdout.decode()
     assert "worker2" in text and "9999" in text
+
+
+def test_make_run_starts_the_stack_command_with_local_redis() -> None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WORKERS", "PORT")}
+    result = subprocess.run(
+        ["make", "-n", "-s", "run"], cwd=root, env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert "REDIS_URL=redis://127.0.0.1:6379/0" in text
+    assert "graphql-service run --workers 2 --port 8080" in text
