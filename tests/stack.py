@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from service.settings import Settings
+from service.supervisor.healthcheck import UnixHTTPConnection
 from service.supervisor.nginx import PrivateNginx
 from tests import dbutil
 
@@ -50,24 +51,6 @@ def poll(check: Callable[[], Any], timeout_s: float, what: str, interval_s: floa
     raise TimeoutError(
         f"timed out after {timeout_s:g} s waiting for {what} (last error: {last_error!r})"
     )
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """``http.client`` over a unix socket (to talk to one worker directly)."""
-
-    def __init__(self, path: str, timeout: float = 10.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 def request(

@@ -19,7 +19,7 @@ from service.settings import Settings
 DEFAULT_TIMEOUT_S = 2.0
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
     """``http.client`` over a unix socket."""
 
     def __init__(self, path: str, timeout_s: float) -> None:
@@ -39,7 +39,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 def check_slot(path: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str | None:
     """``None`` if the worker on socket ``path`` answers ``GET /healthz`` with 200, else why not."""
-    conn = _UnixHTTPConnection(path, timeout_s)
+    conn = UnixHTTPConnection(path, timeout_s)
     try:
         conn.request("GET", "/healthz", headers={"Connection": "close"})
         response = conn.getresponse()
