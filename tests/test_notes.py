@@ -16,8 +16,8 @@ import pytest
 
 from service.example import events
 from service.example.schema import schema
-from service.settings import Settings
 from tests.dbutil import throwaway_database, unused_port
+from tests.example_util import data, run
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 NOTE_FIELDS = "id title description priority createdBy createdAt"
@@ -46,26 +46,6 @@ query($chatroom: String!, $last: Int) {{
 }}"""
 
 ALICE = {"sub": "alice", "name": "Alice"}
-
-
-async def run(
-    url: str,
-    query: str,
-    variables: Mapping[str, Any] | None = None,
-    user: Mapping[str, Any] | None = None,
-) -> Any:
-    """Execute ``query``; return the result (its ``errors`` may be set)."""
-    context = {"settings": Settings(database_url=url), "user": user}
-    return await schema.execute_async(
-        query, variable_values=dict(variables or {}), context_value=context
-    )
-
-
-async def data(url: str, query: str, variables: Mapping[str, Any] | None = None, **kw: Any) -> Any:
-    """Execute ``query`` and return its data, failing the test on any error."""
-    result = await run(url, query, variables, **kw)
-    assert result.errors is None, result.errors
-    return result.data
 
 
 async def create(url: str, title: str = "a note", **variables: Any) -> dict[str, Any]:

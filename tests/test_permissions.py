@@ -15,8 +15,8 @@ import pytest
 
 from service.example import events
 from service.example.schema import schema
-from service.settings import Settings
 from tests.dbutil import throwaway_database
+from tests.example_util import data, run
 
 ALICE = {"sub": "alice", "name": "Alice"}
 BOB = {"sub": "bob"}
@@ -35,24 +35,6 @@ mutation($id: ID!, $title: String, $description: String, $priority: Int) {{
 DELETE = "mutation($id: ID!) { deleteNote(id: $id) }"
 NOTE = f"query($id: ID!) {{ note(id: $id) {{ {NOTE_FIELDS} }} }}"
 ME = "{ me { id name } }"
-
-
-async def run(
-    url: str,
-    query: str,
-    variables: Mapping[str, Any] | None = None,
-    user: Mapping[str, Any] | None = None,
-) -> Any:
-    context = {"settings": Settings(database_url=url), "user": user}
-    return await schema.execute_async(
-        query, variable_values=dict(variables or {}), context_value=context
-    )
-
-
-async def data(url: str, query: str, variables: Mapping[str, Any] | None = None, **kw: Any) -> Any:
-    result = await run(url, query, variables, **kw)
-    assert result.errors is None, result.errors
-    return result.data
 
 
 def refused(result: Any, code: str, field: str) -> str:
