@@ -12,6 +12,8 @@ so a dead worker's values disappear once ``mark_process_dead`` ran for it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -104,3 +106,37 @@ def bounded_operation_name(name: str | None, allowed: tuple[str, ...]) -> str:
     if name and name in allowed:
         return name
     return "other"
+
+
+class OperationRecorder:
+    """The per-operation metrics with their labelled children cached (``labels()`` takes a lock
+    and builds a key on every call; this path runs for every request and frame)."""
+
+    def __init__(self, operation_names: tuple[str, ...] = ()) -> None:
+        self.operation_names = operation_names
+        self._requests: dict[tuple[str, str, str], Any] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
+        self._errors: dict[str, Any] = {}
+
+    def request(self, transport: str, operation_type: str, status: str) -> None:
+        """Count one answered operation in ``graphql_requests_total``."""
+        key = (transport, operation_type, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = REQUESTS.labels(*key)
+        child.inc()
+
+    def duration(self, operation_type: str, name: str | None, seconds: float) -> None:
+        """Observe ``graphql_request_duration_seconds`` with a bounded operation name."""
+        key = (operation_type, bounded_operation_name(name, self.operation_names))
+        child = self._durations.get(key)
+        if child is None:
+            child = self._durations[key] = REQUEST_DURATION.labels(*key)
+        child.observe(seconds)
+
+    def error(self, code: str) -> None:
+        """Count one returned error in ``graphql_errors_total`` (``code`` already bounded)."""
+        child = self._errors.get(code)
+        if child is None:
+            child = self._errors[code] = ERRORS.labels(code)
+        child.inc()

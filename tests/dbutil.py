@@ -1,8 +1,6 @@
 """Throwaway Postgres databases for tests, and a TCP proxy that can play "Postgres went away".
 
-Tests import the fixtures explicitly::
-
-    from tests.dbutil import db_url  # noqa: F401
+``tests/conftest.py`` makes its fixtures (``db_url``, ``blank_db_url``) available to every test.
 
 The server is ``TEST_POSTGRES_URL`` (default: trust auth as ``postgres`` on 127.0.0.1:5432).
 Each database is named ``gs_test_<random hex>``, created for one test and dropped after it

@@ -33,7 +33,6 @@ from tests.dbutil import (
     database_name,
     drop_database,
     fresh_url,
-    throwaway_database,
     unused_port,
     url_for,
 )
@@ -50,19 +49,6 @@ def fast_settings(url: str, **overrides: float) -> Settings:
 
 def gauge(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
-
-
-@pytest.fixture
-async def db_url() -> AsyncIterator[str]:
-    async with throwaway_database() as url:
-        yield url
-
-
-@pytest.fixture
-async def blank_db_url() -> AsyncIterator[str]:
-    """A fresh database with no tables yet."""
-    async with throwaway_database(migrated=False) as url:
-        yield url
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from service.example import events
 from service.example.schema import schema
-from tests.dbutil import throwaway_database, unused_port
+from tests.dbutil import unused_port
 from tests.example_util import data, run
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -58,12 +58,6 @@ async def create(url: str, title: str = "a note", **variables: Any) -> dict[str,
 async def change(url: str, query: str, variables: Mapping[str, Any]) -> Any:
     """Run an update or delete as ``ALICE`` (the author of every note ``create`` makes)."""
     return await data(url, query, variables, user=ALICE)
-
-
-@pytest.fixture
-async def db_url() -> AsyncIterator[str]:
-    async with throwaway_database() as url:
-        yield url
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ change leaves the note exactly as it was and broadcasts nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from service.example import events
 from service.example.schema import schema
-from tests.dbutil import throwaway_database
 from tests.example_util import data, run
 
 ALICE = {"sub": "alice", "name": "Alice"}
@@ -44,12 +43,6 @@ def refused(result: Any, code: str, field: str) -> str:
     assert error.extensions == {"code": code}
     assert error.path == [field]
     return str(error.message)
-
-
-@pytest.fixture
-async def db_url() -> AsyncIterator[str]:
-    async with throwaway_database() as url:
-        yield url
 
 
 @pytest.fixture

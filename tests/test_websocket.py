@@ -623,3 +623,29 @@ async def test_websocket_operations_are_timed_and_counted(server: Server) -> Non
         == count_before + 1
     )
     assert sample("graphql_inflight_operations") == 0
+
+
+async def test_a_subscriber_backlog_yields_to_the_loop_between_notifications(
+    server: Server,
+) -> None:
+    """A queued backlog must not be written in one loop step: the worker's heartbeat and every
+    other connection run between notifications (else gunicorn kills a busy worker)."""
+    from prometheus_client import REGISTRY
+
+    def sent() -> float:
+        return REGISTRY.get_sample_value("graphql_subscription_notifications_sent_total") or 0.0
+
+    async with connect(url(server), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
+        await init(ws)
+        await subscribe(ws, "b", 'subscription { ticker(group: "backlog") { value } }')
+        await wait_joined(Ticker.group_key("backlog"))
+        start = sent()
+        for i in range(200):
+            await Ticker.broadcast(group="backlog", payload={"value": i})
+        seen: list[float] = []
+        while sent() < start + 200:  # a probe that only runs when the loop gets control
+            seen.append(sent() - start)
+            await asyncio.sleep(0)
+        assert any(0 < n < 200 for n in seen)  # it ran while the backlog was being written
+        got = [(await recv(ws))["payload"]["data"]["ticker"]["value"] for _ in range(200)]
+        assert got == list(range(200))

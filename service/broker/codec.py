@@ -85,20 +85,22 @@ def _tz_from(value: Any) -> dt.tzinfo | None:
         return None if offset is None else dt.timezone(dt.timedelta(microseconds=offset))
 
 
+def _clock(obj: dt.datetime | dt.time) -> list[Any]:
+    """The time-of-day part both datetimes and times carry: h, m, s, us, fold, zone."""
+    return [
+        obj.hour,
+        obj.minute,
+        obj.second,
+        obj.microsecond,
+        obj.fold,
+        _tz_of(obj.tzinfo, obj.utcoffset()),
+    ]
+
+
 def _default(obj: Any) -> msgpack.ExtType:
     # datetime before date: a datetime is a date.
     if isinstance(obj, dt.datetime):
-        body = [
-            obj.year,
-            obj.month,
-            obj.day,
-            obj.hour,
-            obj.minute,
-            obj.second,
-            obj.microsecond,
-            obj.fold,
-            _tz_of(obj.tzinfo, obj.utcoffset()),
-        ]
+        body = [obj.year, obj.month, obj.day, *_clock(obj)]
         return msgpack.ExtType(EXT_DATETIME, msgpack.packb(body))
     if isinstance(obj, dt.date):
         return msgpack.ExtType(EXT_DATE, msgpack.packb(obj.toordinal()))
@@ -107,14 +109,7 @@ def _default(obj: Any) -> msgpack.ExtType:
     if isinstance(obj, uuid.UUID):
         return msgpack.ExtType(EXT_UUID, obj.bytes)
     if isinstance(obj, dt.time):
-        body = [
-            obj.hour,
-            obj.minute,
-            obj.second,
-            obj.microsecond,
-            obj.fold,
-            _tz_of(obj.tzinfo, obj.utcoffset()),
-        ]
+        body = _clock(obj)
         return msgpack.ExtType(EXT_TIME, msgpack.packb(body))
     if isinstance(obj, dt.timedelta):
         return msgpack.ExtType(

@@ -76,6 +76,27 @@ def _request_id(context: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def call_handler(
+    exc: BaseException, context: Any, handler: ExceptionHandler | None
+) -> dict[str, Any] | None:
+    """Give ``exc`` to ``handler`` (default: log it); its replacement error, if any. The handler
+    itself raising never takes the request down."""
+    try:
+        return (handler or default_exception_handler)(exc, context)
+    except Exception:
+        log.exception("exception_handler raised")
+        return None
+
+
+def masked(context: Any) -> dict[str, Any]:
+    """What a client sees of our own failure: only the request id the logs also carry."""
+    request_id = _request_id(context)
+    return {
+        "message": "Internal server error" + (f" (request id {request_id})" if request_id else ""),
+        "extensions": {"code": INTERNAL, "requestId": request_id},
+    }
+
+
 def error(message: str, code: str, **extensions: Any) -> dict[str, Any]:
     """A formatted GraphQL error: ``{"message": str, "extensions": {"code": code, ...}}``."""
     return {"message": message, "extensions": {"code": code, **extensions}}
@@ -105,22 +126,8 @@ def format_errors(
         if original is None or isinstance(original, GraphQLError):
             out.append(err.formatted)  # type: ignore[arg-type]
             continue
-        replacement = None
-        for call in (handler or default_exception_handler,):
-            try:
-                replacement = call(original, context)
-            except Exception:  # the handler itself must never take the request down
-                log.exception("exception_handler raised")
-        formatted: dict[str, Any]
-        if replacement is not None:
-            formatted = dict(replacement)
-        else:
-            request_id = _request_id(context)
-            formatted = {
-                "message": "Internal server error"
-                + (f" (request id {request_id})" if request_id else ""),
-                "extensions": {"code": INTERNAL, "requestId": request_id},
-            }
+        replacement = call_handler(original, context, handler)
+        formatted = dict(replacement) if replacement is not None else masked(context)
         if err.locations:
             formatted["locations"] = [loc.formatted for loc in err.locations]
         if err.path is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from graphql import ExecutionResult, GraphQLSchema, create_source_event_stream, execute
 
+from service import metrics
 from service.engine import errors as codes
 from service.engine.cache import CachedDocument, DocumentCache
 from service.engine.errors import ExceptionHandler, format_errors
@@ -90,6 +91,7 @@ class Engine:
             introspection=settings.introspection,
         )
         self.inflight = 0
+        self.recorder = metrics.OperationRecorder(settings.metrics_operation_names)
 
     def prepare(
         self, query: str, operation_name: str | None

@@ -70,6 +70,11 @@ class HTTPResponse:
 
 ContextGetter = Callable[[HTTPRequest], Any]
 
+# Content-Type header values for the two response media types (built once, not per response).
+_CONTENT_TYPES = {
+    media: media + "; charset=utf-8" for media in (APPLICATION_JSON, GRAPHQL_RESPONSE_JSON)
+}
+
 
 _id_prefix = f"{os.getpid():x}-{secrets.token_hex(4)}-"
 _id_counter = itertools.count(1)
@@ -122,34 +127,18 @@ class HTTPCore:
         self.settings = engine.settings
         self.get_context = get_context or default_context
         self.path = path
-        self._requests: dict[tuple[str, str, str], Any] = {}
-        self._durations: dict[tuple[str, str], Any] = {}
-        self._errors: dict[str, Any] = {}
-        self.allowed_names = self.settings.metrics_operation_names
+        self.recorder = engine.recorder
 
     # --- metrics -------------------------------------------------------------------------------
     def _record(
         self, transport: str, outcome_status: str, operation_type: str, name: str | None, t0: float
     ) -> None:
-        key = (transport, operation_type, outcome_status)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = metrics.REQUESTS.labels(*key)
-        child.inc()
-        label = metrics.bounded_operation_name(name, self.allowed_names)
-        dkey = (operation_type, label)
-        hist = self._durations.get(dkey)
-        if hist is None:
-            hist = self._durations[dkey] = metrics.REQUEST_DURATION.labels(*dkey)
-        hist.observe(time.perf_counter() - t0)
+        self.recorder.request(transport, operation_type, outcome_status)
+        self.recorder.duration(operation_type, name, time.perf_counter() - t0)
 
     def count_errors(self, errors: list[dict[str, Any]]) -> None:
         for item in errors:
-            code = codes.error_code(item)
-            child = self._errors.get(code)
-            if child is None:
-                child = self._errors[code] = metrics.ERRORS.labels(code)
-            child.inc()
+            self.recorder.error(codes.error_code(item))
 
     # --- responses -----------------------------------------------------------------------------
     def reject(self, exc: HTTPError, media: str, t0: float) -> HTTPResponse:
@@ -157,7 +146,7 @@ class HTTPCore:
         body = {"errors": [codes.error(exc.message, exc.code)]}
         self.count_errors(body["errors"])
         self._record("http", "rejected", "unknown", None, t0)
-        headers = [("content-type", media + "; charset=utf-8"), *exc.headers]
+        headers = [("content-type", _CONTENT_TYPES[media]), *exc.headers]
         return HTTPResponse(exc.status, headers, orjson.dumps(body))
 
     def respond(
@@ -185,7 +174,7 @@ class HTTPCore:
             return self.internal_error(exc, context, media, t0)
         return HTTPResponse(
             status,
-            [("content-type", media + "; charset=utf-8")],
+            [("content-type", _CONTENT_TYPES[media])],
             payload,
             outcome.operation_type,
             name,
@@ -196,25 +185,11 @@ class HTTPCore:
         self, exc: BaseException, context: Any, media: str, t0: float
     ) -> HTTPResponse:
         """500 for our own failures; the client sees only the request id."""
-        handler = self.engine.exception_handler or codes.default_exception_handler
-        try:
-            handler(exc, context)
-        except Exception:
-            codes.log.exception("exception_handler raised")
-        request_id = context.get("request_id") if isinstance(context, dict) else None
-        request_id = request_id or getattr(context, "request_id", None)
-        body = {
-            "errors": [
-                codes.error(
-                    f"Internal server error (request id {request_id})",
-                    codes.INTERNAL,
-                    requestId=request_id,
-                )
-            ]
-        }
+        codes.call_handler(exc, context, self.engine.exception_handler)
+        body = {"errors": [codes.masked(context)]}
         self.count_errors(body["errors"])
         self._record("http", "rejected", "unknown", None, t0)
-        return HTTPResponse(500, [("content-type", media + "; charset=utf-8")], orjson.dumps(body))
+        return HTTPResponse(500, [("content-type", _CONTENT_TYPES[media])], orjson.dumps(body))
 
     # --- the pipeline --------------------------------------------------------------------------
     def handle(self, request: HTTPRequest) -> HTTPResponse | Awaitable[HTTPResponse]:

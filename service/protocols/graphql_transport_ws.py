@@ -165,7 +165,7 @@ class GraphQLTransportWSConnection(ServerConnection):
 
     def _receive_message(self, text: str, now: float) -> list[Action]:
         try:
-            message = parse_json_object(text)
+            message = parse_json_object(text, self._decoder)
             kind = message.get("type")
             if not isinstance(kind, str):
                 raise invalid_message("missing type" if kind is None else "type must be a string")

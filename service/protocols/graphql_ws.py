@@ -70,7 +70,6 @@ from service.protocols.ws_common import (
     CloseCode,
     ConnectionEvent,
     ConnectionState,
-    Encoder,
     Init,
     ServerConnection,
     Start,
@@ -188,24 +187,9 @@ class GraphQLWSConnection(ServerConnection):
 
     subprotocol: ClassVar[str] = LEGACY_WS_SUBPROTOCOL
 
-    def __init__(
-        self,
-        *,
-        now: float,
-        init_timeout_s: float = 3.0,
-        keepalive_s: float | None = None,
-        max_operations: int = 100,
-        max_message_bytes: int = 1_048_576,
-        encoder: Encoder | None = None,
-    ) -> None:
-        super().__init__(
-            now=now,
-            init_timeout_s=init_timeout_s,
-            keepalive_s=keepalive_s,
-            max_operations=max_operations,
-            max_message_bytes=max_message_bytes,
-            encoder=encoder,
-        )
+    def __init__(self, **options: Any) -> None:
+        """``options`` are :class:`ServerConnection`'s."""
+        super().__init__(**options)
         # Operations received while on_connect is pending, in arrival order.
         self._queued: dict[str, dict[str, Any]] = {}
 
@@ -217,7 +201,7 @@ class GraphQLWSConnection(ServerConnection):
 
     def _receive_message(self, text: str, now: float) -> list[Action]:
         try:
-            message = parse_json_object(text)
+            message = parse_json_object(text, self._decoder)
         except WSProtocolError as exc:
             return [self._connection_error(exc.reason)]
         kind = message.get("type")

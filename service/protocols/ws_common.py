@@ -44,6 +44,7 @@ __all__ = [
     "CloseCode",
     "ConnectionEvent",
     "ConnectionState",
+    "Decoder",
     "Encoder",
     "Init",
     "Send",
@@ -70,6 +71,8 @@ LEGACY_WS_SUBPROTOCOL: Final = "graphql-ws"
 MAX_CLOSE_REASON_BYTES: Final = 123
 
 Encoder = Callable[[Mapping[str, Any]], str]
+#: Decodes one text frame (``json.loads`` by default); raises ``ValueError`` on bad JSON.
+Decoder = Callable[[str], Any]
 
 
 def encode(message: Mapping[str, Any]) -> str:
@@ -204,14 +207,14 @@ def invalid_message(problem: str) -> WSProtocolError:
     return WSProtocolError(CloseCode.BadRequest, f"Invalid message received: {problem}")
 
 
-def parse_json_object(text: str) -> dict[str, Any]:
-    """Decode one text frame into a JSON object.
+def parse_json_object(text: str, decoder: Decoder = json.loads) -> dict[str, Any]:
+    """Decode one text frame into a JSON object with ``decoder``.
 
     Raises :class:`WSProtocolError` (4400, reason naming the problem) when the text is not
     JSON (including nesting too deep to decode) or is JSON but not an object.
     """
     try:
-        value = json.loads(text)
+        value = decoder(text)
     except (ValueError, RecursionError):
         raise invalid_message("not valid JSON") from None
     if not isinstance(value, dict):
@@ -330,6 +333,7 @@ class ServerConnection(ABC):
         max_operations: int = 100,
         max_message_bytes: int = 1_048_576,
         encoder: Encoder | None = None,
+        decoder: Decoder = json.loads,
     ) -> None:
         if not init_timeout_s > 0:
             raise ValueError(f"init_timeout_s must be > 0, got {init_timeout_s!r}")
@@ -346,6 +350,7 @@ class ServerConnection(ABC):
         self._max_operations = max_operations
         self._max_message_bytes = max_message_bytes
         self._encoder = encoder
+        self._decoder = decoder
         # Insertion-ordered set of running operation ids.
         self._active: dict[str, None] = {}
 

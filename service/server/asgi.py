@@ -18,6 +18,7 @@ from service.engine.errors import ExceptionHandler
 from service.engine.executor import Engine
 from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPResponse
 from service.protocols.ws_common import choose_subprotocol
+from service.server.native import simple_response
 from service.server.websocket import ConnectApp, WSSession
 from service.settings import Settings
 
@@ -80,8 +81,6 @@ def asgi_app(
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                from service.server.native import simple_response
-
                 await _send_response(
                     send,
                     simple_response(

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import httptools
+import orjson
 
 from service.engine.http import HTTPRequest, HTTPResponse
 from service.settings import Settings
@@ -89,16 +90,10 @@ def simple_response(
     status: int, message: str, headers: list[tuple[str, str]] | None = None
 ) -> HTTPResponse:
     """A GraphQL-shaped error response for transport-level failures."""
-    body = b'{"errors":[{"message":' + _json_string(message).encode() + b"}]}"
+    body = orjson.dumps({"errors": [{"message": message}]})
     return HTTPResponse(
         status, [("content-type", "application/json; charset=utf-8"), *(headers or [])], body
     )
-
-
-def _json_string(text: str) -> str:
-    import orjson
-
-    return orjson.dumps(text).decode()
 
 
 WebSocketHandler = Callable[["HTTPProtocol", HTTPRequest, bytes], None]

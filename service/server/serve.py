@@ -378,7 +378,6 @@ def serve(
     ``settings.graceful_timeout_s``. ``run=False`` returns the ``Server`` unstarted:
     ``server = await serve(..., run=False)`` binds, ``await server.close()`` stops.
     """
-    _check_listen(listen)
     server = build_server(
         schema, listen, get_context=get_context, exception_handler=exception_handler, **options
     )

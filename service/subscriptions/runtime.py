@@ -88,11 +88,3 @@ async def broker_for_publish() -> Broker:
         await broker.start()
         _broker, _owned, _loop = broker, True, loop
     return _broker
-
-
-async def close_owned_broker() -> None:
-    """Close a broker that ``broker_for_publish`` created (no-op for an installed one)."""
-    global _broker, _owned
-    if _owned and _broker is not None:
-        broker, _broker, _owned = _broker, None, False
-        await broker.close()
