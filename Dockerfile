@@ -5,7 +5,7 @@
 #   docker build -t graphql-service .
 #   docker compose up -d          # nginx, app, migrate, postgres, redis, prometheus, grafana
 #
-# tests/test_deploy_artifacts.py lints this file with hadolint and replays its install and CMD
+# tests/e2e/test_deploy_artifacts.py lints this file with hadolint and replays its install and CMD
 # outside a container (a fresh venv, `pip install .`, the ENV below, `graphql-service serve`).
 
 # --- build: a self-contained virtualenv with the project and its dependencies ---------------

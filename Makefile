@@ -39,11 +39,11 @@ test: venv system-deps
 	$(PY) -m pytest -p no:cacheprovider -q $(PYTEST_ARGS)
 
 fmt: venv
-	$(VENV)/bin/ruff format service tests bench
+	$(VENV)/bin/ruff format service tests bench support
 
 lint: venv
-	$(VENV)/bin/ruff format --check service tests bench
-	$(VENV)/bin/ruff check service tests bench
+	$(VENV)/bin/ruff format --check service tests bench support
+	$(VENV)/bin/ruff check service tests bench support
 
 types: venv
 	$(VENV)/bin/mypy

@@ -2,7 +2,7 @@
 
 1. baseline: a bare httptools + uvloop server answering ``GET /`` (``bench/baseline.py``);
 2. ``serve()`` on one process, straight over TCP: ``{ hello }`` and ``notes(first: 100)``;
-3. the same two queries through nginx to two supervisor workers (``tests.stack.Stack``);
+3. the same two queries through nginx to two supervisor workers (``support.stack.Stack``);
 4. ``service.asgi_app`` under uvicorn, only when uvicorn happens to be installed;
 5. subscription fanout through nginx: many subscribers, timed broadcasts over Redis;
 6. WebSocket framing: websockets against wsproto (``bench/ws_framing.py``);
@@ -39,7 +39,7 @@ from bench.peers.schema import answers, check_server
 from bench.procs import Child, graphql
 from bench.report import Report
 from bench.wrk import WrkResult, run_wrk
-from tests.stack import Stack, free_port
+from support.stack import Stack, free_port
 
 HELLO = "{ hello }"
 NOTES = "{ notes(first: 100) { id title description priority createdBy createdAt } }"
@@ -187,7 +187,7 @@ def bench_fanout(report: Report) -> None:
     limit = raise_nofile(8192)
     if limit < settings.subscribers + 256:
         raise BenchError(f"RLIMIT_NOFILE is {limit}: too low for {settings.subscribers} sockets")
-    with Stack(workers=2, app="tests.schemas:schema") as stack:
+    with Stack(workers=2, app="support.schemas:schema") as stack:
         # Ticker.broadcast in this process publishes through a broker made from REDIS_URL.
         os.environ["REDIS_URL"] = stack.env["REDIS_URL"]
         report.fanout = uvloop.run(

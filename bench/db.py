@@ -1,6 +1,6 @@
 """Throwaway, seeded Postgres databases for the benchmarks.
 
-``seeded_database()`` creates a fresh database (``tests.dbutil`` names it ``gs_test_<hex>``),
+``seeded_database()`` creates a fresh database (``support.dbutil`` names it ``gs_test_<hex>``),
 migrates it, inserts the notes the ``notes(first: 100)`` query reads, and drops it afterwards.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg2
 
 from service.db.migrations import ensure_database, migrate_sync
-from tests import dbutil
+from support import dbutil
 
 SEED_NOTES = 100
 

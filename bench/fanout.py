@@ -1,6 +1,6 @@
 """Subscription fanout through nginx: many graphql-transport-ws subscribers, N broadcasts.
 
-Every subscriber runs ``subscription { ticker(group: G) { value } }`` (``tests.schemas``) through
+Every subscriber runs ``subscription { ticker(group: G) { value } }`` (``support.schemas``) through
 nginx to the workers. This process then calls ``await Ticker.broadcast(G, {"value": i})`` (a
 Redis PUBLISH; ``REDIS_URL`` must be set), noting when each call started. A receipt's latency is
 the time from that start to the moment its ``next`` message reached the subscriber's loop here,
@@ -179,7 +179,7 @@ async def run_fanout(
     send one untimed probe every subscriber must receive, then ``events`` timed broadcasts with
     at most ``window`` of them not yet delivered to everyone."""
     from service.subscriptions.runtime import close_owned_broker
-    from tests.schemas import Ticker
+    from support.schemas import Ticker
 
     query = f'subscription {{ ticker(group: "{group}") {{ value }} }}'
     tally = Tally(subscribers, events, window)

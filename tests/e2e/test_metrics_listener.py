@@ -23,7 +23,7 @@ from service import metrics
 from service.observability.metrics_listener import start_metrics_listener
 from service.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),

@@ -31,7 +31,7 @@ from service.protocols.ws_common import (
     encode,
     make_connection,
 )
-from tests.ws_cases import (
+from tests.unit.ws_cases import (
     Call,
     Case,
     Norm,

@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 from service import metrics
 from service.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy/prometheus"
 GRAFANA = REPO / "deploy/grafana"
 DASHBOARD = GRAFANA / "dashboards/graphql-service.json"

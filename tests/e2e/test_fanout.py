@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 
-from tests.stack import Stack, running_stack
+from support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -21,7 +21,7 @@ TWS = "graphql-transport-ws"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with running_stack(workers=2, app="tests.schemas:schema") as s:
+    with running_stack(workers=2, app="support.schemas:schema") as s:
         yield s
 
 
@@ -49,7 +49,7 @@ def group_subscribers(channel: str) -> int:
 
 
 def channel_of(group: str) -> str:
-    from tests.schemas import Ticker
+    from support.schemas import Ticker
 
     return "graphql-service:" + Ticker.group_key(group)
 
@@ -63,7 +63,7 @@ async def wait_workers_joined(group: str, workers: int) -> None:
 
 
 def tick(stack: Stack, slot: int, value: int, group: str) -> None:
-    from tests.stack import request
+    from support.stack import request
 
     conn = stack.slot(slot)
     try:
@@ -146,7 +146,7 @@ async def test_thousand_subscribers_receive_fifty_broadcasts_in_order(
                 await asyncio.sleep(0.05)
 
         await wait_all_joined()
-        from tests.schemas import Ticker
+        from support.schemas import Ticker
 
         for i in range(n_events):
             await asyncio.to_thread(Ticker.broadcast, "load", {"value": i})

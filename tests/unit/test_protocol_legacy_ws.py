@@ -24,7 +24,7 @@ from service.protocols.ws_common import (
     Send,
     UsageError,
 )
-from tests.ws_cases import (
+from tests.unit.ws_cases import (
     Call,
     Case,
     Norm,

@@ -36,7 +36,7 @@ from service.broker import (
     publish_sync,
 )
 from service.broker.redis import redact_url
-from tests.redisutil import OwnRedis, eventually
+from support.redisutil import OwnRedis, eventually
 
 pytestmark = pytest.mark.timeout(30)
 

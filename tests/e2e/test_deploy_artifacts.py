@@ -7,7 +7,7 @@ its format (hadolint, the compose-spec JSON schema, ``systemd-analyze verify`` a
 code, and by replaying the Dockerfile outside a container: its builder stage's COPY and RUN
 lines build a fresh venv, then the runtime stage's ENV, CMD and HEALTHCHECK run against real
 Postgres, Redis and nginx. nginx -t on every rendered variant and the committed nginx files
-are covered by tests/test_nginx_config.py, promtool by tests/test_deploy_observability.py.
+are covered by tests/e2e/test_nginx_config.py, promtool by tests/e2e/test_deploy_observability.py.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from ruamel.yaml import YAML
 from service.settings import Settings
 from service.supervisor.healthcheck import main_healthcheck
 from service.supervisor.nginx import DEFAULT_SOCKET_DIR, PrivateNginx, render_nginx_config
-from tests import dbutil
-from tests.stack import REDIS_URL, UnixHTTPConnection, free_port, poll, request
+from support import dbutil
+from support.stack import REDIS_URL, UnixHTTPConnection, free_port, poll, request
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 COMPOSE = REPO / "docker-compose.yml"

@@ -16,7 +16,7 @@ from service.auth import issue_token
 from service.server.application import make_context_getter, make_ws_authenticator
 from service.server.serve import Server, serve
 from service.settings import Settings
-from tests.dbutil import throwaway_database
+from support.dbutil import throwaway_database
 
 SECRET = "example-subscriptions-secret-0123456789"
 

@@ -27,7 +27,7 @@ from service.db import (
 )
 from service.db.migrations import MIGRATIONS
 from service.settings import Settings
-from tests.dbutil import (
+from support.dbutil import (
     TcpProxy,
     database_exists,
     database_name,

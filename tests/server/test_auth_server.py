@@ -31,7 +31,7 @@ from service.auth import issue_token
 from service.server.application import make_context_getter, make_ws_authenticator
 from service.server.serve import Server, serve
 from service.settings import Settings
-from tests.dbutil import throwaway_database, unused_port
+from support.dbutil import throwaway_database, unused_port
 
 TWS = "graphql-transport-ws"
 LEGACY = "graphql-ws"

@@ -13,9 +13,9 @@ from websockets.asyncio.client import connect
 from service.broker.base import BrokerUnavailable
 from service.server.serve import Server, serve
 from service.settings import Settings
-from tests.redisutil import OwnRedis
-from tests.schemas import Ticker, schema
-from tests.stack import free_port
+from support.redisutil import OwnRedis
+from support.schemas import Ticker, schema
+from support.stack import free_port
 
 pytestmark = pytest.mark.timeout(90)
 

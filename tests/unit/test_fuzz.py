@@ -47,7 +47,7 @@ from service.protocols.ws_common import (
 from service.server.application import make_context_getter, make_ws_authenticator
 from service.server.serve import Server, serve
 from service.settings import Settings
-from tests.schemas import schema
+from support.schemas import schema
 
 HTTP_STATUSES = {200, 400, 404, 405, 406, 413, 415}
 CLOSE_CODES = {1000, 1003, 1009, 4400, 4401, 4403, 4406, 4408, 4409, 4429, 4500}

@@ -4,12 +4,12 @@ Each limit is shown on both sides of its boundary through ``HTTPCore`` (no socke
 checked once over the wire. Where other files already cover a limit they are named here rather
 than repeated:
 
-- ``tests/test_http_core.py::test_operation_timeout``: ``OPERATION_TIMEOUT`` on the core;
+- ``tests/unit/test_http_core.py::test_operation_timeout``: ``OPERATION_TIMEOUT`` on the core;
   ``::test_overload_gives_503_with_retry_after``: 503 on the core with ``max_inflight=1``.
-- ``tests/test_websocket.py::test_too_many_operations_per_connection`` and
+- ``tests/server/test_websocket.py::test_too_many_operations_per_connection`` and
   ``::test_bad_frames_get_their_close_code[oversized message]``: ``WS_MAX_SUBSCRIPTIONS`` and
   ``WS_MAX_MESSAGE_BYTES`` (1009) for graphql-transport-ws; the legacy protocol is below.
-- ``tests/test_transport.py``: the transport's own limits (body 413, headers 431, 408).
+- ``tests/server/test_transport.py``: the transport's own limits (body 413, headers 431, 408).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from service.engine.executor import Engine
 from service.engine.http import HTTPCore, HTTPRequest, HTTPResponse
 from service.server.serve import Server, serve
 from service.settings import Settings
-from tests.schemas import schema
+from support.schemas import schema
 
 JSON = "application/json"
 GRJ = "application/graphql-response+json"

@@ -38,7 +38,7 @@ from service.supervisor.nginx import (
     render_nginx_config,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NGINX = nginx_binary()
 
 COMMITTED = {

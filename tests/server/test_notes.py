@@ -1,7 +1,7 @@
 """The example schema end to end against a real Postgres: notes, chat, validation, outages.
 
 Notes are written as the user ``ALICE`` (creating, changing and deleting notes needs a user; who
-may do what is tested in ``tests/test_permissions.py``).
+may do what is tested in ``tests/server/test_permissions.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from service.example import events
 from service.example.schema import schema
-from tests.dbutil import unused_port
+from support.dbutil import unused_port
 from tests.example_util import data, run
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")

@@ -11,7 +11,7 @@ import pytest
 
 from service import asgi_app
 from service.settings import Settings
-from tests.schemas import Ticker, schema
+from support.schemas import Ticker, schema
 
 
 def http_scope(method: str = "POST", path: str = "/graphql", **headers: str) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from service.server.serve import Server, serve
 from service.settings import Settings
-from tests import schemas
-from tests.schemas import Ticker, TinyQueueTicker, schema
+from support import schemas
+from support.schemas import Ticker, TinyQueueTicker, schema
 
 TWS = "graphql-transport-ws"
 LEGACY = "graphql-ws"

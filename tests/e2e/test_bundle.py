@@ -12,14 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.stack import Stack, poll, request, running_stack
+from support.stack import Stack, poll, request, running_stack
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with running_stack(workers=2, app="tests.schemas:schema") as s:
+    with running_stack(workers=2, app="support.schemas:schema") as s:
         yield s
 
 
@@ -167,7 +167,7 @@ def test_readyz_reports_postgres(stack: Stack) -> None:
 
 
 def test_term_drains_an_inflight_slow_request() -> None:
-    with running_stack(workers=1, app="tests.schemas:schema", env={"REDIS_URL": ""}) as stack:
+    with running_stack(workers=1, app="support.schemas:schema", env={"REDIS_URL": ""}) as stack:
         result: dict[str, object] = {}
 
         def slow() -> None:
@@ -212,7 +212,7 @@ def _inflight(stack: Stack) -> int:
 
 
 def test_workers_exit_when_the_arbiter_dies() -> None:
-    with running_stack(workers=2, app="tests.schemas:schema") as stack:
+    with running_stack(workers=2, app="support.schemas:schema") as stack:
         assert stack.proc is not None
         workers = set(stack.slot_pids().values())
         assert len(workers) == 2

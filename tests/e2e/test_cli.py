@@ -18,8 +18,8 @@ import pytest
 
 from service.auth import Verifier
 from service.settings import Settings
-from tests import dbutil
-from tests.stack import REDIS_URL, children_of, free_port
+from support import dbutil
+from support.stack import REDIS_URL, children_of, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -171,7 +171,7 @@ def test_nginx_config_command_renders() -> None:
 
 
 def test_make_run_starts_the_stack_command_with_local_redis() -> None:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WORKERS", "PORT")}
     result = subprocess.run(
         ["make", "-n", "-s", "run"], cwd=root, env=env, capture_output=True, timeout=60

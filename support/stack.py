@@ -24,7 +24,7 @@ from typing import Any
 from service.settings import Settings
 from service.supervisor.healthcheck import UnixHTTPConnection
 from service.supervisor.nginx import PrivateNginx
-from tests import dbutil
+from support import dbutil
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -15,7 +15,7 @@ import pytest
 
 from service.server.serve import Server, serve
 from service.settings import Settings
-from tests.schemas import schema
+from support.schemas import schema
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import service.example.schema
 from service.server.application import make_context_getter
 from service.server.serve import Server, serve
 from service.settings import Settings
-from tests.stack import free_port
+from support.stack import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

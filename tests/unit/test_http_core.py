@@ -14,7 +14,7 @@ from service.engine.executor import Engine
 from service.engine.http import HTTPCore, HTTPRequest, HTTPResponse
 from service.protocols.http import HTTPError
 from service.settings import Settings
-from tests.schemas import schema
+from support.schemas import schema
 
 GRJ = "application/graphql-response+json"
 JSON = "application/json"

@@ -14,14 +14,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from tests.stack import Stack, poll, request, running_stack
+from support.stack import Stack, poll, request, running_stack
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with running_stack(workers=2, app="tests.schemas:schema") as s:
+    with running_stack(workers=2, app="support.schemas:schema") as s:
         yield s
 
 
