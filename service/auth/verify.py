@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import jwt
 from jwt.algorithms import Algorithm, HMACAlgorithm, get_default_algorithms
 
+from service.protocols.codes import ErrorCode
 from service.protocols.http import HTTPError
 from service.settings import Settings
 
@@ -353,7 +354,7 @@ def http_auth_error(exc: AuthError) -> HTTPError:
     message = f"Invalid token: {exc}"
     challenge = f'Bearer error="invalid_token", error_description="{_header_safe(message)}"'
     return HTTPError(
-        401, message, headers=(("www-authenticate", challenge),), code="UNAUTHENTICATED"
+        401, message, headers=(("www-authenticate", challenge),), code=ErrorCode.UNAUTHENTICATED
     )
 
 

@@ -23,9 +23,9 @@ from graphql import (
 )
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
-from service.engine import errors as codes
 from service.engine.limits import Limits, check_limits
 from service.metrics import CACHE_HITS, CACHE_MISSES
+from service.protocols.codes import ErrorCode
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class CachedDocument:
 
     document: DocumentNode | None
     errors: list[dict[str, Any]] | None
-    error_code: str | None
+    error_code: ErrorCode | None
     operations: dict[str | None, str]
 
     def single_name(self) -> str | None:
@@ -99,8 +99,8 @@ class DocumentCache:
             document = parse(query, max_tokens=self.limits.max_tokens)
         except GraphQLError as exc:
             formatted = dict(exc.formatted)
-            formatted["extensions"] = {"code": codes.PARSE_FAILED}
-            return CachedDocument(None, [formatted], codes.PARSE_FAILED, {})
+            formatted["extensions"] = {"code": ErrorCode.GRAPHQL_PARSE_FAILED}
+            return CachedDocument(None, [formatted], ErrorCode.GRAPHQL_PARSE_FAILED, {})
         limit_errors = check_limits(document, self.limits)
         if limit_errors:
             code = limit_errors[0]["extensions"]["code"]
@@ -110,11 +110,11 @@ class DocumentCache:
             formatted_errors = []
             for err in errors:
                 item = dict(err.formatted)
-                item["extensions"] = {"code": codes.VALIDATION_FAILED}
+                item["extensions"] = {"code": ErrorCode.GRAPHQL_VALIDATION_FAILED}
                 if "introspection" in err.message and "disabled" in err.message.lower():
-                    item["extensions"] = {"code": "INTROSPECTION_DISABLED"}
+                    item["extensions"] = {"code": ErrorCode.INTROSPECTION_DISABLED}
                 formatted_errors.append(item)
-            return CachedDocument(None, formatted_errors, codes.VALIDATION_FAILED, {})
+            return CachedDocument(None, formatted_errors, ErrorCode.GRAPHQL_VALIDATION_FAILED, {})
         operations: dict[str | None, str] = {}
         for definition in document.definitions:
             if isinstance(definition, OperationDefinitionNode):

@@ -1,10 +1,7 @@
 """GraphQL error formatting and the error codes clients see in ``extensions.code``.
 
-Codes follow the names common across GraphQL servers (Apollo Server's list):
-``GRAPHQL_PARSE_FAILED``, ``GRAPHQL_VALIDATION_FAILED``, ``BAD_USER_INPUT``,
-``INTERNAL_SERVER_ERROR``, plus this service's ``UNAUTHENTICATED``, ``FORBIDDEN``,
-``SERVICE_UNAVAILABLE``, ``OPERATION_TIMEOUT``, ``DOCUMENT_TOO_LARGE``, ``VARIABLES_TOO_LARGE``,
-``QUERY_TOO_DEEP``, ``TOO_MANY_ALIASES``, ``TOO_MANY_FIELDS``, ``OPERATION_NOT_FOUND``.
+The codes are the members of ``service.protocols.codes.ErrorCode`` (Apollo Server's names where
+it has one, ours named after the HTTP status or limit otherwise).
 
 Errors that a resolver raises as ``GraphQLError`` are the resolver's message to the client and are
 shown as they are. Any other exception is our bug (or an outage) and is masked: the client sees
@@ -20,34 +17,13 @@ from typing import Any
 
 from graphql import GraphQLError
 
-PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
-VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
-BAD_USER_INPUT = "BAD_USER_INPUT"
-INTERNAL = "INTERNAL_SERVER_ERROR"
-OPERATION_TIMEOUT = "OPERATION_TIMEOUT"
-OPERATION_NOT_FOUND = "OPERATION_NOT_FOUND"
+from service.protocols.codes import ErrorCode
 
-KNOWN_CODES = frozenset(
-    {
-        PARSE_FAILED,
-        VALIDATION_FAILED,
-        BAD_USER_INPUT,
-        INTERNAL,
-        OPERATION_TIMEOUT,
-        OPERATION_NOT_FOUND,
-        "UNAUTHENTICATED",
-        "FORBIDDEN",
-        "SERVICE_UNAVAILABLE",
-        "DOCUMENT_TOO_LARGE",
-        "VARIABLES_TOO_LARGE",
-        "QUERY_TOO_DEEP",
-        "TOO_MANY_ALIASES",
-        "TOO_MANY_FIELDS",
-        "INTROSPECTION_DISABLED",
-        "BAD_REQUEST",
-        "PERSISTED_QUERY_NOT_SUPPORTED",
-    }
-)
+#: The label values of ``graphql_errors_total``: every ``ErrorCode``, plus ``OTHER`` for codes
+#: a resolver invented. Derived from the enum, so a new code is counted under its own name.
+OTHER = "OTHER"
+KNOWN_CODES: frozenset[str] = frozenset(ErrorCode)
+METRIC_CODES: tuple[str, ...] = (*ErrorCode, OTHER)
 
 # ``exception_handler(exc, context) -> dict | None``: called for every masked exception. It may
 # return a formatted error (``{"message": ..., "extensions": ...}``) to send instead of the masked
@@ -93,11 +69,11 @@ def masked(context: Any) -> dict[str, Any]:
     request_id = _request_id(context)
     return {
         "message": "Internal server error" + (f" (request id {request_id})" if request_id else ""),
-        "extensions": {"code": INTERNAL, "requestId": request_id},
+        "extensions": {"code": ErrorCode.INTERNAL_SERVER_ERROR, "requestId": request_id},
     }
 
 
-def error(message: str, code: str, **extensions: Any) -> dict[str, Any]:
+def error(message: str, code: ErrorCode, **extensions: Any) -> dict[str, Any]:
     """A formatted GraphQL error: ``{"message": str, "extensions": {"code": code, ...}}``."""
     return {"message": message, "extensions": {"code": code, **extensions}}
 
@@ -106,7 +82,7 @@ def error_code(formatted: dict[str, Any]) -> str:
     """The bounded ``extensions.code`` of a formatted error, for metrics (unknown -> ``OTHER``)."""
     extensions = formatted.get("extensions")
     code = extensions.get("code") if isinstance(extensions, dict) else None
-    return code if code in KNOWN_CODES else "OTHER"
+    return code if code in KNOWN_CODES else OTHER
 
 
 def format_errors(

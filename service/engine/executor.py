@@ -20,6 +20,7 @@ from service.engine import errors as codes
 from service.engine.cache import CachedDocument, DocumentCache
 from service.engine.errors import ExceptionHandler, format_errors
 from service.engine.limits import Limits
+from service.protocols.codes import ErrorCode
 from service.settings import Settings
 
 
@@ -36,7 +37,7 @@ class Outcome:
     body: dict[str, Any]
     operation_type: str
     request_error: bool = False
-    error_code: str | None = None
+    error_code: ErrorCode | None = None
 
 
 _NEVER_AWAITABLE = frozenset({str, int, float, bool, type(None), dict, list, tuple, bytes})
@@ -60,7 +61,7 @@ def schema_of(schema: Any) -> GraphQLSchema:
     raise TypeError(f"expected a graphene.Schema or GraphQLSchema, got {type(schema).__name__}")
 
 
-def request_failure(errors: list[dict[str, Any]], operation_type: str, code: str) -> Outcome:
+def request_failure(errors: list[dict[str, Any]], operation_type: str, code: ErrorCode) -> Outcome:
     return Outcome({"errors": errors}, operation_type, True, code)
 
 
@@ -112,16 +113,16 @@ class Engine:
                         codes.error(
                             f"The document is larger than the limit of "
                             f"{self.settings.max_document_bytes} bytes.",
-                            "DOCUMENT_TOO_LARGE",
+                            ErrorCode.DOCUMENT_TOO_LARGE,
                         )
                     ],
                     "unknown",
-                    "DOCUMENT_TOO_LARGE",
+                    ErrorCode.DOCUMENT_TOO_LARGE,
                 ),
             )
         cached = self.cache.get(query)
         if cached.errors is not None:
-            code = cached.error_code or codes.VALIDATION_FAILED
+            code = cached.error_code or ErrorCode.GRAPHQL_VALIDATION_FAILED
             return None, "unknown", request_failure(cached.errors, "unknown", code)
         operation_type, problem = cached.select(operation_name)
         if problem is not None or operation_type is None:
@@ -129,9 +130,9 @@ class Engine:
                 None,
                 "unknown",
                 request_failure(
-                    [codes.error(problem or "No operation.", codes.OPERATION_NOT_FOUND)],
+                    [codes.error(problem or "No operation.", ErrorCode.OPERATION_NOT_FOUND)],
                     "unknown",
-                    codes.OPERATION_NOT_FOUND,
+                    ErrorCode.OPERATION_NOT_FOUND,
                 ),
             )
         return cached, operation_type, None
@@ -175,13 +176,13 @@ class Engine:
                         "errors": [
                             codes.error(
                                 f"The operation timed out after {timeout:g} s.",
-                                codes.OPERATION_TIMEOUT,
+                                ErrorCode.OPERATION_TIMEOUT,
                             )
                         ],
                     },
                     operation_type,
                     False,
-                    codes.OPERATION_TIMEOUT,
+                    ErrorCode.OPERATION_TIMEOUT,
                 )
         finally:
             self.inflight -= 1
@@ -196,8 +197,8 @@ class Engine:
         if result.data is None and all(err.path is None for err in errors):
             # Variable coercion failed (spec 6.1.2): nothing executed, so no "data" key.
             for item in formatted:
-                item.setdefault("extensions", {}).setdefault("code", codes.BAD_USER_INPUT)
-            return request_failure(formatted, operation_type, codes.BAD_USER_INPUT)
+                item.setdefault("extensions", {}).setdefault("code", ErrorCode.BAD_USER_INPUT)
+            return request_failure(formatted, operation_type, ErrorCode.BAD_USER_INPUT)
         return Outcome({"data": result.data, "errors": formatted}, operation_type)
 
     def run(
@@ -217,11 +218,11 @@ class Engine:
                 [
                     codes.error(
                         "Subscriptions need a WebSocket (graphql-transport-ws or graphql-ws).",
-                        "BAD_REQUEST",
+                        ErrorCode.BAD_REQUEST,
                     )
                 ],
                 operation_type,
-                "BAD_REQUEST",
+                ErrorCode.BAD_REQUEST,
             )
         return self.execute(cached, operation_type, variables, operation_name, context)
 

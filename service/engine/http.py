@@ -30,6 +30,7 @@ import orjson
 from service import metrics
 from service.engine import errors as codes
 from service.engine.executor import Engine, Outcome
+from service.protocols.codes import ErrorCode
 from service.protocols.http import (
     APPLICATION_JSON,
     GRAPHQL_RESPONSE_JSON,
@@ -203,7 +204,7 @@ class HTTPCore:
                 raise HTTPError(
                     404,
                     f"Not found: {request.path!r}; GraphQL is served on {self.path!r}.",
-                    code="NOT_FOUND",
+                    code=ErrorCode.NOT_FOUND,
                 )
             media = negotiate(request.headers.get("accept"))
             method = request.method
@@ -218,7 +219,7 @@ class HTTPCore:
                     405,
                     f"Method {method} is not allowed: use GET for queries or POST.",
                     headers=(("allow", "GET, POST"),),
-                    code="METHOD_NOT_ALLOWED",
+                    code=ErrorCode.METHOD_NOT_ALLOWED,
                 )
             limit = self.settings.max_variables_bytes
             if (
@@ -229,7 +230,7 @@ class HTTPCore:
                 raise HTTPError(
                     413,
                     f"The variables are larger than the limit of {limit} bytes.",
-                    code="VARIABLES_TOO_LARGE",
+                    code=ErrorCode.VARIABLES_TOO_LARGE,
                 )
         except HTTPError as exc:
             return self.reject(exc, media, t0)
@@ -242,9 +243,11 @@ class HTTPCore:
         name = params.operation_name
         cached, operation_type, failure = engine.prepare(params.query, name)
         if failure is not None:
-            if failure.error_code == "DOCUMENT_TOO_LARGE":
+            if failure.error_code == ErrorCode.DOCUMENT_TOO_LARGE:
                 return self.reject(
-                    HTTPError(413, failure.body["errors"][0]["message"], code="DOCUMENT_TOO_LARGE"),
+                    HTTPError(
+                        413, failure.body["errors"][0]["message"], code=ErrorCode.DOCUMENT_TOO_LARGE
+                    ),
                     media,
                     t0,
                 )
@@ -257,7 +260,7 @@ class HTTPCore:
                     405,
                     "Mutations are not allowed over GET; use POST.",
                     headers=(("allow", "POST"),),
-                    code="METHOD_NOT_ALLOWED",
+                    code=ErrorCode.METHOD_NOT_ALLOWED,
                 ),
                 media,
                 t0,
@@ -279,7 +282,7 @@ class HTTPCore:
                     f"The server is at its limit of {self.settings.max_inflight} operations in "
                     "flight; retry shortly.",
                     headers=(("retry-after", "1"),),
-                    code="SERVICE_UNAVAILABLE",
+                    code=ErrorCode.SERVICE_UNAVAILABLE,
                 ),
                 media,
                 t0,

@@ -21,6 +21,8 @@ from graphql import (
     SelectionSetNode,
 )
 
+from service.protocols.codes import ErrorCode
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:
@@ -96,7 +98,7 @@ def check_limits(document: DocumentNode, limits: Limits) -> list[dict[str, Any]]
                 {
                     "message": f"Query depth {m.depth} of {label} exceeds the maximum depth "
                     f"{limits.max_depth}.",
-                    "extensions": {"code": "QUERY_TOO_DEEP", "limit": limits.max_depth},
+                    "extensions": {"code": ErrorCode.QUERY_TOO_DEEP, "limit": limits.max_depth},
                 }
             )
         if m.aliases > limits.max_aliases:
@@ -104,7 +106,7 @@ def check_limits(document: DocumentNode, limits: Limits) -> list[dict[str, Any]]
                 {
                     "message": f"{m.aliases} aliases in {label} exceed the maximum "
                     f"{limits.max_aliases}.",
-                    "extensions": {"code": "TOO_MANY_ALIASES", "limit": limits.max_aliases},
+                    "extensions": {"code": ErrorCode.TOO_MANY_ALIASES, "limit": limits.max_aliases},
                 }
             )
         if m.fields > limits.max_fields:
@@ -112,7 +114,7 @@ def check_limits(document: DocumentNode, limits: Limits) -> list[dict[str, Any]]
                 {
                     "message": f"{m.fields} fields in {label} exceed the maximum "
                     f"{limits.max_fields}.",
-                    "extensions": {"code": "TOO_MANY_FIELDS", "limit": limits.max_fields},
+                    "extensions": {"code": ErrorCode.TOO_MANY_FIELDS, "limit": limits.max_fields},
                 }
             )
     return errors

@@ -1,7 +1,7 @@
 """Server side of the ``graphql-transport-ws`` subprotocol, sans-I/O.
 
 Implements PROTOCOL.md of enisdenjo/graphql-ws ("GraphQL over WebSocket Protocol"); section
-names below refer to it. See :mod:`service.protocols.ws_common` for the action model.
+names below refer to it. See :mod:`service.protocols.ws_messages` for the action model.
 
 Rules, with the section each comes from:
 
@@ -35,14 +35,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, NotRequired, TypedDict
 
-from service.protocols.ws_common import (
+from service.protocols.ws_machine import ConnectionEvent, ConnectionState, ServerConnection
+from service.protocols.ws_messages import (
+    TOO_MANY_OPERATIONS,
     TRANSPORT_WS_SUBPROTOCOL,
     Action,
     CloseCode,
-    ConnectionEvent,
-    ConnectionState,
     Init,
-    ServerConnection,
     Start,
     Stop,
     WSProtocolError,
@@ -55,27 +54,18 @@ from service.protocols.ws_common import (
 )
 
 __all__ = [
-    "TOO_MANY_OPERATIONS",
     "CloseCode",
     "CompleteMessage",
     "ConnectionAckMessage",
-    "ConnectionInitMessage",
     "ErrorMessage",
     "GraphQLTransportWSConnection",
     "NextMessage",
     "PingMessage",
     "PongMessage",
-    "SubscribeMessage",
 ]
 
-TOO_MANY_OPERATIONS = "too many operations on this connection"
-
-
-class ConnectionInitMessage(TypedDict):
-    """Direction: Client -> Server. Section ``ConnectionInit``."""
-
-    type: Literal["connection_init"]
-    payload: NotRequired[dict[str, Any] | None]
+# Client messages arrive untrusted and are checked field by field by the handlers below, so
+# only the messages this server sends have TypedDicts.
 
 
 class ConnectionAckMessage(TypedDict):
@@ -97,14 +87,6 @@ class PongMessage(TypedDict):
 
     type: Literal["pong"]
     payload: NotRequired[dict[str, Any] | None]
-
-
-class SubscribeMessage(TypedDict):
-    """Direction: Client -> Server. Section ``Subscribe``."""
-
-    type: Literal["subscribe"]
-    id: str
-    payload: dict[str, Any]
 
 
 class NextMessage(TypedDict):
@@ -151,7 +133,7 @@ def _operation_id(message: dict[str, Any], context: str) -> str:
 
 class GraphQLTransportWSConnection(ServerConnection):
     """One ``graphql-transport-ws`` connection. Constructor arguments, methods, units and
-    errors are those of :class:`~service.protocols.ws_common.ServerConnection`; the protocol
+    errors are those of :class:`~service.protocols.ws_machine.ServerConnection`; the protocol
     rules are in this module's docstring."""
 
     subprotocol: ClassVar[str] = TRANSPORT_WS_SUBPROTOCOL

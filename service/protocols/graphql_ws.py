@@ -2,7 +2,7 @@
 
 Implements PROTOCOL.md of apollographql/subscriptions-transport-ws ("GraphQL over WebSocket
 Protocol"); the ``GQL_*`` names below are its section names. See
-:mod:`service.protocols.ws_common` for the action model.
+:mod:`service.protocols.ws_messages` for the action model.
 
 This protocol has no ``ping``/``pong``: the machine never sends either type (keep-alive is
 ``ka``), and a client ``ping`` is just an unknown type.
@@ -64,14 +64,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, NotRequired, TypedDict
 
-from service.protocols.ws_common import (
+from service.protocols.ws_machine import ConnectionEvent, ConnectionState, ServerConnection
+from service.protocols.ws_messages import (
     LEGACY_WS_SUBPROTOCOL,
+    TOO_MANY_OPERATIONS,
     Action,
     CloseCode,
-    ConnectionEvent,
-    ConnectionState,
     Init,
-    ServerConnection,
     Start,
     Stop,
     WSProtocolError,
@@ -84,50 +83,16 @@ from service.protocols.ws_common import (
 
 __all__ = [
     "CONNECTION_NOT_INITIALISED",
-    "TOO_MANY_OPERATIONS",
     "CompleteMessage",
     "ConnectionAckMessage",
     "ConnectionErrorMessage",
-    "ConnectionInitMessage",
-    "ConnectionTerminateMessage",
     "DataMessage",
     "ErrorMessage",
     "GraphQLWSConnection",
     "KeepAliveMessage",
-    "StartMessage",
-    "StopMessage",
 ]
 
 CONNECTION_NOT_INITIALISED = "connection not initialised"
-TOO_MANY_OPERATIONS = "too many operations on this connection"
-
-
-class ConnectionInitMessage(TypedDict):
-    """Direction: Client -> Server. Section ``GQL_CONNECTION_INIT``."""
-
-    type: Literal["connection_init"]
-    payload: NotRequired[dict[str, Any] | None]
-
-
-class StartMessage(TypedDict):
-    """Direction: Client -> Server. Section ``GQL_START``."""
-
-    type: Literal["start"]
-    id: str
-    payload: dict[str, Any]
-
-
-class StopMessage(TypedDict):
-    """Direction: Client -> Server. Section ``GQL_STOP``."""
-
-    type: Literal["stop"]
-    id: str
-
-
-class ConnectionTerminateMessage(TypedDict):
-    """Direction: Client -> Server. Section ``GQL_CONNECTION_TERMINATE``."""
-
-    type: Literal["connection_terminate"]
 
 
 class ConnectionErrorMessage(TypedDict):
@@ -178,7 +143,7 @@ class KeepAliveMessage(TypedDict):
 
 class GraphQLWSConnection(ServerConnection):
     """One legacy ``graphql-ws`` connection. Constructor arguments, methods, units and errors
-    are those of :class:`~service.protocols.ws_common.ServerConnection`; the protocol rules and
+    are those of :class:`~service.protocols.ws_machine.ServerConnection`; the protocol rules and
     the choices made where the protocol is silent are in this module's docstring.
 
     Deviation from the shared contract: ``accept()`` may also return :class:`Start` actions,

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from service.protocols.codes import ErrorCode
+
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 APPLICATION_JSON = "application/json"
 
@@ -39,7 +41,7 @@ class HTTPError(Exception):
         message: str,
         *,
         headers: tuple[tuple[str, str], ...] = (),
-        code: str = "BAD_REQUEST",
+        code: ErrorCode = ErrorCode.BAD_REQUEST,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -105,7 +107,7 @@ def negotiate(accept: str | None) -> str:
             406,
             f"Not acceptable: Accept {accept!r} allows neither {GRAPHQL_RESPONSE_JSON} "
             f"nor {APPLICATION_JSON}.",
-            code="NOT_ACCEPTABLE",
+            code=ErrorCode.NOT_ACCEPTABLE,
         )
     if len(_accept_cache) < 256:
         _accept_cache[accept] = best[2]
@@ -123,7 +125,9 @@ def _params_from_mapping(data: dict[str, Any]) -> GraphQLParams:
     if query is None:
         if isinstance(data.get("extensions"), dict) and "persistedQuery" in data["extensions"]:
             raise HTTPError(
-                400, "Persisted queries are not supported.", code="PERSISTED_QUERY_NOT_SUPPORTED"
+                400,
+                "Persisted queries are not supported.",
+                code=ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED,
             )
         raise HTTPError(400, "The 'query' parameter is missing.")
     if not isinstance(query, str):
@@ -188,5 +192,5 @@ def parse_post(
     raise HTTPError(
         415,
         f"Unsupported Content-Type {shown!r}: use application/json or application/graphql.",
-        code="UNSUPPORTED_MEDIA_TYPE",
+        code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
     )

@@ -17,7 +17,7 @@ from typing import Any
 from service.engine.errors import ExceptionHandler
 from service.engine.executor import Engine
 from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPResponse
-from service.protocols.ws_common import choose_subprotocol
+from service.protocols.negotiate import choose_subprotocol
 from service.server.native import simple_response
 from service.server.websocket import ConnectApp, WSSession
 from service.settings import Settings

@@ -36,8 +36,10 @@ from service import metrics
 from service.engine import errors as codes
 from service.engine.executor import Engine, Outcome
 from service.engine.http import HTTPRequest, new_request_id
+from service.protocols.codes import ErrorCode
 from service.protocols.http import HTTPError
-from service.protocols.ws_common import (
+from service.protocols.negotiate import choose_subprotocol, make_connection
+from service.protocols.ws_messages import (
     LEGACY_WS_SUBPROTOCOL,
     TRANSPORT_WS_SUBPROTOCOL,
     Action,
@@ -46,8 +48,6 @@ from service.protocols.ws_common import (
     Send,
     Start,
     Stop,
-    choose_subprotocol,
-    make_connection,
 )
 from service.settings import Settings
 from service.subscriptions import runtime
@@ -338,7 +338,9 @@ class WSSession:
         except Exception as exc:
             status = "error"
             log.error("operation %s failed", op_id, exc_info=exc)
-            body = {"errors": [codes.error("Internal server error", codes.INTERNAL)]}
+            body = {
+                "errors": [codes.error("Internal server error", ErrorCode.INTERNAL_SERVER_ERROR)]
+            }
             self.apply(self.machine.error(op_id, body["errors"]))
         finally:
             self._report(op_id, kind, name, status, t0)
@@ -364,7 +366,7 @@ class WSSession:
             # The source stream could not start (the subscribe resolver raised, or variables
             # failed): PROTOCOL.md answers with `error`, not `next`.
             errors = started.body.get("errors") or [
-                codes.error("Subscription failed.", codes.INTERNAL)
+                codes.error("Subscription failed.", ErrorCode.INTERNAL_SERVER_ERROR)
             ]
             self.apply(self.machine.error(op_id, errors))
             return kind, "rejected", None

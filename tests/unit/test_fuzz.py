@@ -32,17 +32,16 @@ from websockets.exceptions import ConnectionClosed
 
 from service.engine.executor import Engine
 from service.engine.http import HTTPCore, HTTPRequest, HTTPResponse
-from service.protocols.ws_common import (
+from service.protocols.negotiate import make_connection
+from service.protocols.ws_machine import ConnectionState, ServerConnection
+from service.protocols.ws_messages import (
     LEGACY_WS_SUBPROTOCOL,
     TRANSPORT_WS_SUBPROTOCOL,
     Close,
-    ConnectionState,
     Init,
     Send,
-    ServerConnection,
     Start,
     Stop,
-    make_connection,
 )
 from service.server.application import make_context_getter, make_ws_authenticator
 from service.server.serve import Server, serve

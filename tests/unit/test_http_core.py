@@ -12,6 +12,7 @@ import pytest
 
 from service.engine.executor import Engine
 from service.engine.http import HTTPCore, HTTPRequest, HTTPResponse
+from service.protocols.codes import ErrorCode
 from service.protocols.http import HTTPError
 from service.settings import Settings
 from support.schemas import schema
@@ -297,7 +298,7 @@ async def test_context_getter_http_error_and_crash() -> None:
             401,
             "token expired",
             headers=(("www-authenticate", 'Bearer error="invalid_token"'),),
-            code="UNAUTHENTICATED",
+            code=ErrorCode.UNAUTHENTICATED,
         )
 
     resp, body = await call(

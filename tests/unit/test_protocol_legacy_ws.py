@@ -12,18 +12,9 @@ from typing import Any
 
 import pytest
 
-from service.protocols.graphql_ws import (
-    CONNECTION_NOT_INITIALISED,
-    TOO_MANY_OPERATIONS,
-    GraphQLWSConnection,
-)
-from service.protocols.ws_common import (
-    Action,
-    Close,
-    ConnectionState,
-    Send,
-    UsageError,
-)
+from service.protocols.graphql_ws import CONNECTION_NOT_INITIALISED, GraphQLWSConnection
+from service.protocols.ws_machine import ConnectionState
+from service.protocols.ws_messages import TOO_MANY_OPERATIONS, Action, Close, Send, UsageError
 from tests.unit.ws_cases import (
     Call,
     Case,

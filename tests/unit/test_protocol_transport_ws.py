@@ -11,25 +11,20 @@ from typing import Any
 
 import pytest
 
-from service.protocols.graphql_transport_ws import (
-    TOO_MANY_OPERATIONS,
-    CloseCode,
-    GraphQLTransportWSConnection,
-)
+from service.protocols.codes import CloseCode
+from service.protocols.graphql_transport_ws import GraphQLTransportWSConnection
 from service.protocols.graphql_ws import GraphQLWSConnection
-from service.protocols.ws_common import (
+from service.protocols.negotiate import choose_subprotocol, make_connection
+from service.protocols.ws_machine import TRANSITIONS, ConnectionEvent, ConnectionState
+from service.protocols.ws_messages import (
     MAX_CLOSE_REASON_BYTES,
-    TRANSITIONS,
+    TOO_MANY_OPERATIONS,
     Action,
     Close,
-    ConnectionEvent,
-    ConnectionState,
     Init,
     Send,
     UsageError,
-    choose_subprotocol,
     encode,
-    make_connection,
 )
 from tests.unit.ws_cases import (
     Call,

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.protocols.ws_common import Action, Close, Init, Send, ServerConnection, Start, Stop
+from service.protocols.ws_machine import ServerConnection
+from service.protocols.ws_messages import Action, Close, Init, Send, Start, Stop
 
 Norm = tuple[Any, ...]
 Call = Callable[[ServerConnection], list[Action]]

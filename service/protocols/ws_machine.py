@@ -1,25 +1,8 @@
-"""Shared core of the two GraphQL-over-WebSocket server state machines.
+"""The base of both GraphQL-over-WebSocket server state machines (sans-I/O).
 
-Both machines are sans-I/O: the adapter feeds them what arrived (``receive_text``,
-``receive_bytes``), what the application decided (``accept``, ``reject``, ``next``, ``error``,
-``complete``, ``close``) and the current time (``tick``); each call returns a list of *actions*
-for the adapter to carry out, in order. Nothing here reads a clock, touches a socket or imports
-asyncio. Time is always an argument: monotonic seconds (``time.monotonic()`` in the adapter).
-
-Actions:
-
-- :class:`Send` -- write one WebSocket text frame.
-- :class:`Close` -- close the WebSocket; it is always the last action and the machine is then
-  closed: every later call returns ``[]``. The machine forgets its operations at that point, so
-  the adapter must cancel every operation task it still runs.
-- :class:`Init` -- run ``on_connect(payload)``, then call ``accept()`` or ``reject()``.
-- :class:`Start` -- start the operation; report results with ``next``/``error``/``complete``.
-- :class:`Stop` -- cancel the operation. After a ``Stop`` (or after ``error``/``complete``) the
-  adapter must not report on that operation again: the client may reuse its id at once.
-
-Errors say whose fault they are: :class:`WSProtocolError` is the client's (it carries the close
-code to answer with); :class:`UsageError` is ours (the adapter called a method in a state where
-the protocol does not allow it).
+Nothing here reads a clock, touches a socket or imports asyncio. Time is always an argument:
+monotonic seconds (``loop.time()`` in the adapter). The action model is described in
+:mod:`service.protocols.ws_messages`.
 
 The connection states and their legal transitions live in one table, :data:`TRANSITIONS`,
 applied by one method that raises :class:`UsageError` on an illegal move.
@@ -30,239 +13,21 @@ from __future__ import annotations
 import enum
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
-__all__ = [
-    "LEGACY_WS_SUBPROTOCOL",
-    "MAX_CLOSE_REASON_BYTES",
-    "TRANSITIONS",
-    "TRANSPORT_WS_SUBPROTOCOL",
-    "Action",
-    "Close",
-    "CloseCode",
-    "ConnectionEvent",
-    "ConnectionState",
-    "Decoder",
-    "Encoder",
-    "Init",
-    "Send",
-    "ServerConnection",
-    "Start",
-    "Stop",
-    "UsageError",
-    "WSProtocolError",
-    "choose_subprotocol",
-    "clip",
-    "close_action",
-    "encode",
-    "invalid_message",
-    "make_connection",
-    "parse_json_object",
-    "parse_operation_payload",
-    "valid_id",
-]
+from service.protocols.codes import CloseCode, is_sendable
+from service.protocols.ws_messages import (
+    Action,
+    Decoder,
+    Encoder,
+    Send,
+    UsageError,
+    close_action,
+    encode,
+)
 
-TRANSPORT_WS_SUBPROTOCOL: Final = "graphql-transport-ws"
-LEGACY_WS_SUBPROTOCOL: Final = "graphql-ws"
-
-#: A close frame carries at most 125 payload bytes, two of which are the code (RFC 6455 5.5).
-MAX_CLOSE_REASON_BYTES: Final = 123
-
-Encoder = Callable[[Mapping[str, Any]], str]
-#: Decodes one text frame (``json.loads`` by default); raises ``ValueError`` on bad JSON.
-Decoder = Callable[[str], Any]
-
-
-def encode(message: Mapping[str, Any]) -> str:
-    """Encode one outgoing protocol message as compact JSON text.
-
-    Every frame either machine sends goes through this function (unless the adapter passes its
-    own ``encoder`` to the machine), so a faster encoder can replace it in one place. A
-    replacement must return ``str`` (decode orjson's bytes) and keep non-ASCII safe to send.
-
-    Raises ``TypeError``/``ValueError`` if ``message`` holds something JSON cannot represent:
-    that is the caller's bug (results must be formatted before they reach the machine).
-    """
-    return json.dumps(message, separators=(",", ":"))
-
-
-class CloseCode(enum.IntEnum):
-    """WebSocket close codes, named as graphql-ws names them (``src/common.ts``, ``CloseCode``).
-
-    The 1xxx codes are the standard ones of RFC 6455 section 7.4.1 that these machines use.
-    """
-
-    NormalClosure = 1000
-    GoingAway = 1001
-    UnsupportedData = 1003
-    MessageTooBig = 1009
-    InternalServerError = 4500
-    BadRequest = 4400
-    #: The name PROTOCOL.md gives 4400 in its "Invalid message" section.
-    InvalidMessage = 4400
-    Unauthorized = 4401
-    Forbidden = 4403
-    SubprotocolNotAcceptable = 4406
-    ConnectionInitialisationTimeout = 4408
-    SubscriberAlreadyExists = 4409
-    TooManyInitialisationRequests = 4429
-
-
-#: Codes a server may put in a close frame: RFC 6455 7.4.1 (minus 1005/1006/1015, which must
-#: never be sent) and the 3000-4999 application range.
-_SENDABLE_STANDARD_CODES: Final = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Write ``text`` (already-encoded JSON) as one WebSocket text frame."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Close the WebSocket with ``code`` and ``reason``; no more actions follow.
-
-    Build it with :func:`close_action`, which keeps ``reason`` within the 123 UTF-8 bytes a
-    close frame can carry.
-    """
-
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Init:
-    """The client sent ``connection_init``.
-
-    ``payload`` is the client's payload object (``{}`` when absent or null). The adapter runs
-    ``on_connect(payload)`` and then calls ``accept()`` or ``reject()`` on the machine.
-    """
-
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Start:
-    """Start operation ``id``.
-
-    ``payload`` always has exactly these keys, with validated types:
-    ``{"query": str, "variables": dict | None, "operationName": str | None,
-    "extensions": dict | None}``.
-    """
-
-    id: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """The client stopped operation ``id``: cancel it. Any frame owed to the client for this
-    (the legacy protocol's ``complete``) is already in the same action list."""
-
-    id: str
-
-
-Action = Send | Close | Init | Start | Stop
-
-
-class WSProtocolError(Exception):
-    """The client broke the protocol. ``code``/``reason`` are the close frame to answer with."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
-
-
-class UsageError(RuntimeError):
-    """Our bug: the adapter called a machine method in a state where that is not allowed
-    (e.g. ``accept()`` without a pending ``Init``) or with a malformed argument."""
-
-
-def close_action(code: int, reason: str) -> Close:
-    """Build a :class:`Close`, cutting ``reason`` to at most 123 UTF-8 bytes.
-
-    The cut falls on a character boundary; characters that UTF-8 cannot encode (lone
-    surrogates smuggled in through JSON escapes) become ``?``.
-    """
-    raw = reason.encode("utf-8", "replace")
-    if len(raw) > MAX_CLOSE_REASON_BYTES:
-        raw = raw[:MAX_CLOSE_REASON_BYTES]
-    return Close(int(code), raw.decode("utf-8", "ignore"))
-
-
-def clip(value: object, limit: int = 40) -> str:
-    """``repr(value)`` cut to about ``limit`` characters, for echoing client input in errors."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def invalid_message(problem: str) -> WSProtocolError:
-    """The error for a malformed client message: 4400, ``"Invalid message received: <problem>"``
-    (graphql-transport-ws PROTOCOL.md, "Invalid message")."""
-    return WSProtocolError(CloseCode.BadRequest, f"Invalid message received: {problem}")
-
-
-def parse_json_object(text: str, decoder: Decoder = json.loads) -> dict[str, Any]:
-    """Decode one text frame into a JSON object with ``decoder``.
-
-    Raises :class:`WSProtocolError` (4400, reason naming the problem) when the text is not
-    JSON (including nesting too deep to decode) or is JSON but not an object.
-    """
-    try:
-        value = decoder(text)
-    except (ValueError, RecursionError):
-        raise invalid_message("not valid JSON") from None
-    if not isinstance(value, dict):
-        raise invalid_message(f"expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def parse_operation_payload(payload: object, message_type: str) -> dict[str, Any]:
-    """Validate the payload of a ``message_type`` message requesting an operation and return
-    it normalised.
-
-    Implements the payload shape of graphql-transport-ws ``Subscribe`` and legacy ``GQL_START``:
-    ``query`` a string; ``variables``, ``operationName``, ``extensions`` absent, null or of
-    their type (object, string, object). The result always has all four keys (absent -> None)
-    and nothing else.
-
-    Raises :class:`WSProtocolError` (4400) naming the message type and the first offending
-    field, e.g. ``"Invalid message received: subscribe payload.query must be a string"``.
-    """
-
-    def bad(problem: str) -> WSProtocolError:
-        return invalid_message(f"{message_type} {problem}")
-
-    if not isinstance(payload, dict):
-        raise bad("payload must be an object")
-    query = payload.get("query")
-    if not isinstance(query, str):
-        raise bad("payload.query must be a string")
-    variables = payload.get("variables")
-    if variables is not None and not isinstance(variables, dict):
-        raise bad("payload.variables must be an object or null")
-    operation_name = payload.get("operationName")
-    if operation_name is not None and not isinstance(operation_name, str):
-        raise bad("payload.operationName must be a string or null")
-    extensions = payload.get("extensions")
-    if extensions is not None and not isinstance(extensions, dict):
-        raise bad("payload.extensions must be an object or null")
-    return {
-        "query": query,
-        "variables": variables,
-        "operationName": operation_name,
-        "extensions": extensions,
-    }
-
-
-def valid_id(value: object) -> bool:
-    """True when ``value`` can identify an operation: a non-empty string."""
-    return isinstance(value, str) and value != ""
+__all__ = ["TRANSITIONS", "ConnectionEvent", "ConnectionState", "ServerConnection"]
 
 
 class ConnectionState(enum.Enum):
@@ -480,12 +245,12 @@ class ServerConnection(ABC):
     def close(self, code: int, reason: str) -> list[Action]:
         """The server closes the socket (e.g. ``4403`` token expired, ``1001`` going away).
 
-        ``code`` must be sendable: 1000-1003, 1007-1011 or 3000-4999, else :class:`UsageError`.
+        ``code`` must be sendable: 1000-1003, 1007-1012 or 3000-4999, else :class:`UsageError`.
         Returns ``[Close]``, or ``[]`` if already closed.
         """
         if self._state is ConnectionState.CLOSED:
             return []
-        if code not in _SENDABLE_STANDARD_CODES and not 3000 <= code <= 4999:
+        if not is_sendable(code):
             raise UsageError(f"close code {code} may not be sent by a server")
         return self._close(code, reason)
 
@@ -574,37 +339,3 @@ def _too_big(text: str, limit: int) -> bool:
     if len(text) * 4 <= limit:
         return False
     return len(text.encode("utf-8", "surrogatepass")) > limit
-
-
-def choose_subprotocol(offered: Iterable[str]) -> str | None:
-    """Pick the subprotocol to answer a WebSocket upgrade with.
-
-    ``offered`` is the client's ``Sec-WebSocket-Protocol`` values in order (surrounding spaces
-    are ignored; names are case-sensitive). Rule: ``graphql-transport-ws`` when offered (it is
-    the maintained protocol), whatever the client's order; else ``graphql-ws``; else ``None``,
-    and the adapter refuses the upgrade.
-    """
-    names = {name.strip() for name in offered}
-    for candidate in (TRANSPORT_WS_SUBPROTOCOL, LEGACY_WS_SUBPROTOCOL):
-        if candidate in names:
-            return candidate
-    return None
-
-
-def make_connection(subprotocol: str, **kwargs: Any) -> ServerConnection:
-    """Create the state machine for ``subprotocol`` (a value :func:`choose_subprotocol`
-    returned); ``kwargs`` go to :class:`ServerConnection`. Raises ``ValueError`` for an
-    unknown subprotocol."""
-    # Imported here: both modules import this one.
-    from service.protocols.graphql_transport_ws import GraphQLTransportWSConnection
-    from service.protocols.graphql_ws import GraphQLWSConnection
-
-    classes: dict[str, type[ServerConnection]] = {
-        TRANSPORT_WS_SUBPROTOCOL: GraphQLTransportWSConnection,
-        LEGACY_WS_SUBPROTOCOL: GraphQLWSConnection,
-    }
-    try:
-        cls = classes[subprotocol]
-    except KeyError:
-        raise ValueError(f"unknown GraphQL WebSocket subprotocol {subprotocol!r}") from None
-    return cls(**kwargs)
