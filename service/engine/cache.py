@@ -24,7 +24,7 @@ from graphql import (
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from service.engine.limits import Limits, check_limits
-from service.metrics import CACHE_HITS, CACHE_MISSES
+from service.engine.recorder import NullRecorder, Recorder
 from service.protocols.codes import ErrorCode
 
 
@@ -66,8 +66,17 @@ class CachedDocument:
 class DocumentCache:
     """Bounded LRU of ``CachedDocument`` by query string."""
 
-    def __init__(self, schema: GraphQLSchema, *, size: int, limits: Limits, introspection: bool):
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        *,
+        size: int,
+        limits: Limits,
+        introspection: bool,
+        recorder: Recorder | None = None,
+    ):
         self.schema = schema
+        self.recorder = recorder or NullRecorder()
         self.size = max(1, size)
         self.limits = limits
         rules = list(specified_rules)
@@ -85,9 +94,9 @@ class DocumentCache:
         entry = entries.get(query)
         if entry is not None:
             entries.move_to_end(query)
-            CACHE_HITS.inc()
+            self.recorder.cache_lookup(True)
             return entry
-        CACHE_MISSES.inc()
+        self.recorder.cache_lookup(False)
         entry = self._prepare(query)
         entries[query] = entry
         if len(entries) > self.size:

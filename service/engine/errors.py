@@ -17,6 +17,7 @@ from typing import Any
 
 from graphql import GraphQLError
 
+from service.engine.context import request_id_of
 from service.protocols.codes import ErrorCode
 
 #: The label values of ``graphql_errors_total``: every ``ErrorCode``, plus ``OTHER`` for codes
@@ -35,7 +36,7 @@ log = logging.getLogger("service.engine")
 
 def default_exception_handler(exc: BaseException, context: Any) -> dict[str, Any] | None:
     """Log ``exc`` with its traceback and the request id; keep the masked error."""
-    request_id = _request_id(context)
+    request_id = request_id_of(context)
     log.error(
         "unhandled exception in resolver",
         exc_info=(type(exc), exc, exc.__traceback__),
@@ -43,13 +44,6 @@ def default_exception_handler(exc: BaseException, context: Any) -> dict[str, Any
     )
     return None
 
-
-def _request_id(context: Any) -> str | None:
-    if isinstance(context, dict):
-        value = context.get("request_id")
-        return value if isinstance(value, str) else None
-    value = getattr(context, "request_id", None)
-    return value if isinstance(value, str) else None
 
 
 def call_handler(
@@ -66,7 +60,7 @@ def call_handler(
 
 def masked(context: Any) -> dict[str, Any]:
     """What a client sees of our own failure: only the request id the logs also carry."""
-    request_id = _request_id(context)
+    request_id = request_id_of(context)
     return {
         "message": "Internal server error" + (f" (request id {request_id})" if request_id else ""),
         "extensions": {"code": ErrorCode.INTERNAL_SERVER_ERROR, "requestId": request_id},

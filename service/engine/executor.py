@@ -1,6 +1,6 @@
 """The GraphQL pipeline shared by every transport: cache lookup, execute, format.
 
-``Engine.run`` returns an ``Outcome`` directly when execution finished synchronously (the common
+``Engine.execute`` returns an ``Outcome`` directly when execution finished synchronously (the common
 case for cheap queries: no event-loop round trip, no task) or an awaitable of one when a resolver
 is async. Transports branch on ``inspect.isawaitable`` once.
 """
@@ -15,11 +15,11 @@ from typing import Any
 
 from graphql import ExecutionResult, GraphQLSchema, create_source_event_stream, execute
 
-from service import metrics
 from service.engine import errors as codes
 from service.engine.cache import CachedDocument, DocumentCache
 from service.engine.errors import ExceptionHandler, format_errors
 from service.engine.limits import Limits
+from service.engine.recorder import NullRecorder, Recorder
 from service.protocols.codes import ErrorCode
 from service.settings import Settings
 
@@ -38,6 +38,8 @@ class Outcome:
     operation_type: str
     request_error: bool = False
     error_code: ErrorCode | None = None
+    #: Subscription events only: when the event was broadcast (unix seconds), if known.
+    sent_at: float | None = None
 
 
 _NEVER_AWAITABLE = frozenset({str, int, float, bool, type(None), dict, list, tuple, bytes})
@@ -66,7 +68,11 @@ def request_failure(errors: list[dict[str, Any]], operation_type: str, code: Err
 
 
 class Engine:
-    """Runs GraphQL operations against one schema with a shared document cache."""
+    """Runs GraphQL operations against one schema with a shared document cache.
+
+    ``recorder`` receives cache lookups (and is what the transports built on this engine use);
+    ``None`` records nothing.
+    """
 
     def __init__(
         self,
@@ -75,6 +81,7 @@ class Engine:
         *,
         middleware: Sequence[Any] | None = None,
         exception_handler: ExceptionHandler | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.schema = schema_of(schema)
         self.settings = settings
@@ -90,9 +97,10 @@ class Engine:
             size=settings.document_cache_size,
             limits=self.limits,
             introspection=settings.introspection,
+            recorder=recorder,
         )
         self.inflight = 0
-        self.recorder = metrics.OperationRecorder(settings.metrics_operation_names)
+        self.recorder: Recorder = recorder or NullRecorder()
 
     def prepare(
         self, query: str, operation_name: str | None
@@ -201,30 +209,6 @@ class Engine:
             return request_failure(formatted, operation_type, ErrorCode.BAD_USER_INPUT)
         return Outcome({"data": result.data, "errors": formatted}, operation_type)
 
-    def run(
-        self,
-        query: str,
-        variables: dict[str, Any] | None,
-        operation_name: str | None,
-        context: Any,
-    ) -> Outcome | Awaitable[Outcome]:
-        """Prepare and execute a query or mutation; subscriptions are a request error here."""
-        cached, operation_type, failure = self.prepare(query, operation_name)
-        if failure is not None:
-            return failure
-        assert cached is not None
-        if operation_type == "subscription":
-            return request_failure(
-                [
-                    codes.error(
-                        "Subscriptions need a WebSocket (graphql-transport-ws or graphql-ws).",
-                        ErrorCode.BAD_REQUEST,
-                    )
-                ],
-                operation_type,
-                ErrorCode.BAD_REQUEST,
-            )
-        return self.execute(cached, operation_type, variables, operation_name, context)
 
     async def subscribe(
         self,
@@ -264,7 +248,11 @@ class Engine:
                 outcome = self.execute(
                     cached, "subscription", variables, operation_name, context, root_value=event
                 )
-                yield outcome if isinstance(outcome, Outcome) else await outcome
+                if not isinstance(outcome, Outcome):
+                    outcome = await outcome
+                # A source stream may say when its current event was broadcast.
+                outcome.sent_at = getattr(source, "sent_at", None)
+                yield outcome
         finally:
             closer = getattr(source, "aclose", None)
             if closer is not None:

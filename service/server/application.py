@@ -54,7 +54,7 @@ def make_ws_authenticator(settings: Settings) -> Any:
     ``authorization``, ``authToken``, ``token``, ``headers.Authorization``). A bad token refuses
     the connection (4403 / ``connection_error``)."""
     from service.auth import AuthError, Verifier
-    from service.server.websocket import ConnectionRejected
+    from service.server.ws_session import ConnectionRejected
 
     verifier = Verifier(settings)
 

@@ -1,9 +1,16 @@
 """The same GraphQL core as an ASGI 3 application, to mount in other servers.
 
 ``asgi_app(schema, ...)`` answers ``http`` scopes through ``HTTPCore`` and ``websocket`` scopes
-through ``WSSession`` (both subprotocols), and uses ``lifespan`` (when the server sends it) to
-start and stop the fanout broker. The supervisor's workers use the native transport instead:
-measured here it is about 1.5x faster on small queries.
+through ``WSSession`` (both subprotocols), and uses ``lifespan`` to start and stop its
+subscription ``Fanout`` (without lifespan events, the first WebSocket starts it). The
+supervisor's workers use the native transport instead: measured here it is about 1.5x faster
+on small queries.
+
+Differences from the native transport, because ASGI has no WebSocket ping frames: keep-alive
+uses each subprotocol's own messages (``ping`` on ``graphql-transport-ws``, ``ka`` on
+``graphql-ws``) every ``WS_KEEPALIVE_S``; dead peers are left to the ASGI server's own ping
+timeout (uvicorn's ``ws_ping_timeout``). When a WebSocket ends, its operations are cancelled
+and awaited (bounded) before the ASGI call returns, so their subscriptions have left their groups.
 """
 
 from __future__ import annotations
@@ -14,13 +21,20 @@ import inspect
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
+from service.broker import make_broker
 from service.engine.errors import ExceptionHandler
 from service.engine.executor import Engine
-from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPResponse
+from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPResponse, RequestIds
+from service.engine.recorder import Recorder
+from service.protocols.codes import CloseCode
 from service.protocols.negotiate import choose_subprotocol
 from service.server.native import simple_response
-from service.server.websocket import ConnectApp, WSSession
+from service.server.ws_session import ConnectApp, WSSession
 from service.settings import Settings
+from service.subscriptions.fanout import Fanout
+
+#: How long a closing WebSocket waits for its operations to unwind.
+UNWIND_TIMEOUT_S = 5.0
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -28,7 +42,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def _request_from_scope(scope: Scope, body: bytes) -> HTTPRequest:
+def _request_from_scope(scope: Scope, body: bytes, ids: RequestIds) -> HTTPRequest:
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope.get("headers", ()):
         name = raw_name.decode("latin-1").lower()
@@ -43,6 +57,7 @@ def _request_from_scope(scope: Scope, body: bytes) -> HTTPRequest:
         headers,
         body,
         remote,
+        ids.for_headers(headers),
     )
 
 
@@ -62,13 +77,39 @@ def asgi_app(
     middleware: Sequence[Any] | None = None,
     on_connect: Callable[[Any, Any], Any] | None = None,
     path: str = "/graphql",
+    recorder: Recorder | None = None,
 ) -> ASGIApp:
-    """Build an ASGI 3 app serving ``schema`` on ``path`` (HTTP and WebSocket)."""
+    """Build an ASGI 3 app serving ``schema`` on ``path`` (HTTP and WebSocket).
+
+    ``recorder`` receives the metrics (default: prometheus-client's ``PrometheusRecorder``).
+    """
     settings = settings or Settings.from_env()
-    engine = Engine(schema, settings, middleware=middleware, exception_handler=exception_handler)
+    if recorder is None:
+        from service.observability.metrics import PrometheusRecorder
+
+        recorder = PrometheusRecorder(settings.metrics_operation_names)
+    engine = Engine(
+        schema,
+        settings,
+        middleware=middleware,
+        exception_handler=exception_handler,
+        recorder=recorder,
+    )
     core = HTTPCore(engine, get_context=get_context, path=path)
     connect = ConnectApp(engine, settings, get_context=get_context, on_connect=on_connect)
+    fanout = Fanout(
+        make_broker(settings.redis_url or None),
+        queue_limit=settings.notification_queue_limit,
+        recorder=recorder,
+    )
+    fanout_started = asyncio.Lock()
+    ids = RequestIds()
     limit = settings.max_body_bytes
+
+    async def ensure_fanout() -> None:
+        async with fanout_started:
+            if fanout.loop is None:
+                await fanout.start()
 
     async def http(scope: Scope, receive: Receive, send: Send) -> None:
         chunks: list[bytes] = []
@@ -90,7 +131,7 @@ def asgi_app(
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
-        request = _request_from_scope(scope, b"".join(chunks))
+        request = _request_from_scope(scope, b"".join(chunks), ids)
         result = core.handle(request)
         response = await result if inspect.isawaitable(result) else result
         await _send_response(send, response)
@@ -101,8 +142,12 @@ def asgi_app(
             return
         chosen = choose_subprotocol(scope.get("subprotocols") or [])
         if chosen is None or scope.get("path") != path:
-            await send({"type": "websocket.close", "code": 4406 if chosen is None else 1008})
+            code = (
+                CloseCode.SubprotocolNotAcceptable if chosen is None else CloseCode.PolicyViolation
+            )
+            await send({"type": "websocket.close", "code": int(code)})
             return
+        await ensure_fanout()
         await send({"type": "websocket.accept", "subprotocol": chosen})
         outbox: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
 
@@ -119,7 +164,14 @@ def asgi_app(
                 if item["type"] == "websocket.close":
                     return
 
-        session = WSSession(connect, chosen, _request_from_scope(scope, b""), send_text, close)
+        session = WSSession(
+            connect,
+            chosen,
+            _request_from_scope(scope, b"", ids),
+            send_text,
+            close,
+            keepalive=True,
+        )
         write_task = asyncio.create_task(writer())
         try:
             while not write_task.done():
@@ -144,24 +196,16 @@ def asgi_app(
             write_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await write_task
+            await session.wait_closed(UNWIND_TIMEOUT_S)
 
     async def lifespan(scope: Scope, receive: Receive, send: Send) -> None:
-        from service.broker import make_broker
-        from service.subscriptions import runtime
-
-        broker = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if not runtime.serves_this_loop():
-                    broker = make_broker(settings.redis_url or None)
-                    await broker.start()
-                    runtime.install_broker(broker, asyncio.get_running_loop(), settings)
+                await ensure_fanout()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if broker is not None:
-                    runtime.install_broker(None)
-                    await broker.close()
+                await fanout.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -22,7 +22,6 @@ import email.utils
 import functools
 import http
 import time
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -30,7 +29,7 @@ from typing import Any, Protocol
 import httptools
 import orjson
 
-from service.engine.http import HTTPRequest, HTTPResponse
+from service.engine.http import HTTPRequest, HTTPResponse, RequestIds
 from service.settings import Settings
 
 MAX_PIPELINE = 16
@@ -100,53 +99,54 @@ WebSocketHandler = Callable[["HTTPProtocol", HTTPRequest, bytes], None]
 RequestLogger = Callable[[HTTPRequest, HTTPResponse, float], None]
 
 
-class _Sweeper:
-    """Checks every connection's deadline a few times per timeout period on one loop."""
+class DeadlineSweeper:
+    """Checks the read and idle deadlines of a server's connections a few times per timeout
+    period (cheaper than ``call_later`` plus ``cancel`` twice per request). One per server; it
+    reads the time from the loop it is given, so tests can give it a fake clock."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, settings: Settings) -> None:
         self.loop = loop
         self.connections: set[HTTPProtocol] = set()
-        self.interval = 1.0
+        shortest = min(settings.keepalive_timeout_s, settings.request_read_timeout_s)
+        self.interval = min(1.0, max(0.05, shortest / 4)) if shortest > 0 else 1.0
         self.handle: asyncio.TimerHandle | None = None
 
-    def add(self, conn: HTTPProtocol, settings: Settings) -> None:
-        shortest = min(settings.keepalive_timeout_s, settings.request_read_timeout_s)
-        if shortest > 0:
-            self.interval = min(self.interval, max(0.05, shortest / 4))
+    def add(self, conn: HTTPProtocol) -> None:
         self.connections.add(conn)
         if self.handle is None:
-            self.handle = self.loop.call_later(self.interval, self._tick)
+            self.handle = self.loop.call_later(self.interval, self.tick)
 
     def discard(self, conn: HTTPProtocol) -> None:
         self.connections.discard(conn)
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """Run every connection's expired deadline, then re-arm while connections remain."""
         now = self.loop.time()
         for conn in list(self.connections):
             conn.check_deadline(now)
-        self.handle = self.loop.call_later(self.interval, self._tick) if self.connections else None
+        self.handle = self.loop.call_later(self.interval, self.tick) if self.connections else None
 
-
-_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
-    sweeper = _sweepers.get(loop)
-    if sweeper is None:
-        sweeper = _sweepers[loop] = _Sweeper(loop)
-    return sweeper
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 class HTTPProtocol(asyncio.Protocol):
-    """One client connection. Created by ``loop.create_server`` per accepted socket."""
+    """One client connection. Created by ``loop.create_server`` per accepted socket.
+
+    Everything it works with is given: the ``handler`` that answers requests, the server's
+    ``connections`` set, its ``sweeper`` (deadlines, and through it the loop and clock), its
+    request ``ids``, the WebSocket upgrade hook and the request logger.
+    """
 
     def __init__(
         self,
         handler: Handler,
         settings: Settings,
-        connections: set[HTTPProtocol],
+        connections: set[Any],
+        sweeper: DeadlineSweeper,
+        ids: RequestIds,
         *,
         websocket: WebSocketHandler | None = None,
         log_request: RequestLogger | None = None,
@@ -154,9 +154,11 @@ class HTTPProtocol(asyncio.Protocol):
         self.handler = handler
         self.settings = settings
         self.connections = connections
+        self.sweeper = sweeper
+        self.ids = ids
         self.websocket = websocket
         self.log_request = log_request
-        self.loop = asyncio.get_event_loop()
+        self.loop = sweeper.loop
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.remote: str | None = None
@@ -187,12 +189,12 @@ class HTTPProtocol(asyncio.Protocol):
         else:
             self.remote = "unix"
         self.connections.add(self)
-        _sweeper(self.loop).add(self, self.settings)
+        self.sweeper.add(self)
         self._arm(self.settings.keepalive_timeout_s, self._on_idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
-        _sweeper(self.loop).discard(self)
+        self.sweeper.discard(self)
         self.closing = True
         self._disarm()
         if self.task is not None and not self.task.done():
@@ -319,13 +321,15 @@ class HTTPProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         raw_url = b"".join(self._url)
         path, _, query = raw_url.partition(b"?")
+        headers = self._headers
         request = HTTPRequest(
             self.parser.get_method().decode("latin-1"),
             path.decode("latin-1"),
             query.decode("latin-1"),
-            self._headers,
+            headers,
             b"".join(self._body),
             self.remote,
+            self.ids.for_headers(headers),
         )
         if self.parser.should_upgrade():
             self._upgrade_request = request
@@ -416,5 +420,5 @@ class HTTPProtocol(asyncio.Protocol):
             self.fail(400, "A WebSocket upgrade cannot follow pipelined requests.")
             return
         self.upgraded = True
-        _sweeper(self.loop).discard(self)  # the WebSocket owns the connection from here
+        self.sweeper.discard(self)  # the WebSocket owns the connection from here
         self.websocket(self, request, trailing)

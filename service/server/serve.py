@@ -16,22 +16,20 @@ import signal
 import socket
 import stat
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 
+from service.broker import make_broker
 from service.engine.errors import ExceptionHandler
 from service.engine.executor import Engine
-from service.engine.http import (
-    ContextGetter,
-    HTTPCore,
-    HTTPRequest,
-    HTTPResponse,
-    new_request_id,
-)
-from service.server.native import HTTPProtocol, RequestLogger, WebSocketHandler
-from service.server.websocket import make_websocket_handler
+from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPResponse, RequestIds
+from service.engine.recorder import NullRecorder, Recorder
+from service.server.native import DeadlineSweeper, HTTPProtocol, RequestLogger, WebSocketHandler
+from service.server.ws_native import make_websocket_handler
+from service.server.ws_session import ConnectApp
 from service.settings import Settings
+from service.subscriptions.fanout import Fanout
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 
@@ -55,8 +53,6 @@ class ServiceApp:
         self.health = orjson.dumps({"status": "ok", "pid": os.getpid(), **(identity or {})})
 
     def handle(self, request: HTTPRequest) -> HTTPResponse | Awaitable[HTTPResponse]:
-        if not request.request_id:
-            request.request_id = new_request_id(request.headers)
         path = request.path
         if path == "/healthz":
             return HTTPResponse(200, list(_JSON), self.health)
@@ -156,7 +152,7 @@ def bind_unix(path: str, *, atomic: bool = False, backlog: int = 1024) -> tuple[
         raise
 
 
-class ConnectionSet(set[HTTPProtocol]):
+class ConnectionSet(set[Any]):
     """The open connections of a server; ``empty`` is set whenever the last one goes away."""
 
     def __init__(self) -> None:
@@ -164,7 +160,7 @@ class ConnectionSet(set[HTTPProtocol]):
         self.empty = asyncio.Event()
         self.empty.set()
 
-    def add(self, item: HTTPProtocol) -> None:
+    def add(self, item: Any) -> None:
         super().add(item)
         self.empty.clear()
 
@@ -175,7 +171,13 @@ class ConnectionSet(set[HTTPProtocol]):
 
 
 class Server:
-    """Listening sockets plus the connections they accepted."""
+    """Listening sockets, the connections they accepted, and what those connections use.
+
+    A reader sees here what a worker is made of: the request ``handler`` (health routes plus
+    the GraphQL-over-HTTP core), the WebSocket upgrade hook, the subscription ``fanout`` (started
+    before listening, closed after the connections), the ``recorder`` of metrics, the request
+    ``ids``, and, once started, the deadline ``sweeper`` on the server's loop.
+    """
 
     def __init__(
         self,
@@ -183,6 +185,8 @@ class Server:
         settings: Settings,
         listen: Sequence[Mapping[str, Any]],
         *,
+        fanout: Fanout,
+        recorder: Recorder | None = None,
         websocket: WebSocketHandler | None = None,
         log_request: RequestLogger | None = None,
         atomic_unix: bool = False,
@@ -191,6 +195,9 @@ class Server:
         self.handler = handler
         self.settings = settings
         self.listen = _check_listen(listen)
+        self.fanout = fanout
+        self.recorder: Recorder = recorder or NullRecorder()
+        self.ids = RequestIds()
         self.websocket = websocket
         self.log_request = log_request
         self.atomic_unix = atomic_unix
@@ -198,14 +205,17 @@ class Server:
         self.servers: list[asyncio.AbstractServer] = []
         self.connections = ConnectionSet()
         self.unix_paths: list[tuple[str, int]] = []
+        self.sweeper: DeadlineSweeper | None = None
         self.closed = False
-        self.broker: Any = None
 
     def _factory(self) -> HTTPProtocol:
+        assert self.sweeper is not None
         return HTTPProtocol(
             self.handler,
             self.settings,
             self.connections,
+            self.sweeper,
+            self.ids,
             websocket=self.websocket,
             log_request=self.log_request,
         )
@@ -221,31 +231,11 @@ class Server:
                 return int(sock.getsockname()[1])
         raise LookupError("no TCP listener")
 
-    async def _start_broker(self) -> None:
-        """Install this process's fanout broker (Redis when ``REDIS_URL``, else in-memory)."""
-        from service.broker import make_broker
-        from service.subscriptions import runtime
-
-        if runtime.serves_this_loop():
-            return
-        broker = make_broker(self.settings.redis_url or None)
-        await broker.start()
-        runtime.install_broker(broker, asyncio.get_running_loop(), self.settings)
-        self.broker = broker
-
-    async def _stop_broker(self) -> None:
-        from service.subscriptions import runtime
-
-        broker, self.broker = self.broker, None
-        if broker is not None:
-            if runtime.current_broker() is broker:
-                runtime.install_broker(None)
-            await broker.close()
-
     async def start(self) -> Server:
         loop = asyncio.get_running_loop()
+        self.sweeper = DeadlineSweeper(loop, self.settings)
         try:
-            await self._start_broker()
+            await self.fanout.start()
             for spec in self.listen:
                 if spec["protocol"] == "tcp":
                     server = await loop.create_server(
@@ -307,7 +297,9 @@ class Server:
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
-        await self._stop_broker()
+        if self.sweeper is not None:
+            self.sweeper.close()
+        await self.fanout.close()
         for hook in self.on_close:
             try:
                 await hook()
@@ -331,30 +323,77 @@ def build_server(
     identity: Mapping[str, Any] | None = None,
     authenticate: Callable[[Any, Any], Any] | None = None,
     log_operation: Callable[..., None] | None = None,
+    recorder: Recorder | None = None,
+    path: str = "/graphql",
 ) -> Server:
-    """Wire engine, HTTP core, WebSocket endpoint and listeners; nothing is bound yet."""
+    """Wire one server: engine, HTTP core, WebSocket endpoint, fanout, listeners. Nothing is
+    bound until ``await server.start()``.
+
+    ``recorder`` receives the metrics (default: prometheus-client's, ``PrometheusRecorder``);
+    ``path`` is where GraphQL is served, over HTTP and WebSocket.
+    """
     settings = settings or Settings.from_env()
-    engine = Engine(schema, settings, middleware=middleware, exception_handler=exception_handler)
-    core = HTTPCore(engine, get_context=get_context)
-    app = ServiceApp(core, ready_check, identity)
-    websocket = make_websocket_handler(
-        engine,
-        core,
+    if recorder is None:
+        from service.observability.metrics import PrometheusRecorder
+
+        recorder = PrometheusRecorder(settings.metrics_operation_names)
+    engine = Engine(
+        schema,
         settings,
-        get_context,
-        on_connect,
+        middleware=middleware,
+        exception_handler=exception_handler,
+        recorder=recorder,
+    )
+    core = HTTPCore(engine, get_context=get_context, path=path)
+    connect = ConnectApp(
+        engine,
+        settings,
+        get_context=get_context,
         authenticate=authenticate,
+        on_connect=on_connect,
         log_operation=log_operation,
     )
+    fanout = Fanout(
+        make_broker(settings.redis_url or None),
+        queue_limit=settings.notification_queue_limit,
+        recorder=recorder,
+    )
     return Server(
-        app,
+        ServiceApp(core, ready_check, identity),
         settings,
         listen,
-        websocket=websocket,
+        fanout=fanout,
+        recorder=recorder,
+        websocket=make_websocket_handler(connect, path),
         log_request=log_request,
         atomic_unix=atomic_unix,
         on_close=on_close,
     )
+
+
+@overload
+def serve(
+    schema: Any,
+    listen: Sequence[Mapping[str, Any]],
+    get_context: ContextGetter | None = ...,
+    exception_handler: ExceptionHandler | None = ...,
+    enable_uvloop: bool = ...,
+    *,
+    run: Literal[False],
+    **options: Any,
+) -> Server: ...
+
+
+@overload
+def serve(
+    schema: Any,
+    listen: Sequence[Mapping[str, Any]],
+    get_context: ContextGetter | None = ...,
+    exception_handler: ExceptionHandler | None = ...,
+    enable_uvloop: bool = ...,
+    run: Literal[True] = ...,
+    **options: Any,
+) -> None: ...
 
 
 def serve(
@@ -372,7 +411,8 @@ def serve(
     {"protocol": "unix", "path": str}]``; anything else raises ``ValueError``.
     ``get_context(request: HTTPRequest)`` may be sync or async; ``request`` carries ``remote``,
     ``headers`` and the rest. ``exception_handler(exc, context)`` sees every masked exception.
-    Extra keyword ``options``: ``settings``, ``middleware``, ``ready_check``, ``on_connect``.
+    Extra keyword ``options`` are ``build_server``'s: ``settings``, ``middleware``,
+    ``ready_check``, ``on_connect``, ``recorder``, ``path``, ...
 
     ``run=True`` blocks (uvloop when ``enable_uvloop``) until SIGINT or SIGTERM, then drains for
     ``settings.graceful_timeout_s``. ``run=False`` returns the ``Server`` unstarted:

@@ -1,5 +1,6 @@
-"""Subscriptions: the graphene-style ``Subscription`` class and its fanout runtime."""
+"""Subscriptions: the graphene-style ``Subscription`` class and the worker's ``Fanout``."""
 
+from service.subscriptions.fanout import Fanout
 from service.subscriptions.subscription import SKIP, Subscription, SubscriptionStream
 
-__all__ = ["SKIP", "Subscription", "SubscriptionStream"]
+__all__ = ["SKIP", "Fanout", "Subscription", "SubscriptionStream"]

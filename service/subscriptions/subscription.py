@@ -44,9 +44,8 @@ import graphene
 from graphene.types.objecttype import ObjectTypeOptions
 from graphene.types.utils import yank_fields_from_attrs
 
-from service import metrics
-from service.broker.base import BrokerUnavailable
-from service.subscriptions import runtime
+from service.subscriptions import fanout as fanouts
+from service.subscriptions.fanout import NOTIFY, UNSUBSCRIBE, Fanout
 
 log = logging.getLogger("service.subscriptions")
 
@@ -150,7 +149,13 @@ class Subscription(graphene.ObjectType):
 
     @classmethod
     async def _start_stream(cls, root: Any, info: Any, **kwargs: Any) -> SubscriptionStream:
-        stream = SubscriptionStream(cls, root, info, kwargs)
+        fanout = fanouts.attached()
+        if fanout is None:
+            raise RuntimeError(
+                f"{cls.__name__} needs a server on this event loop: serve(), build_server() or "
+                "asgi_app() attaches the fanout that subscriptions join"
+            )
+        stream = SubscriptionStream(cls, root, info, kwargs, fanout)
         await stream.start()
         return stream
 
@@ -161,13 +166,13 @@ class Subscription(graphene.ObjectType):
         every worker on every host. In async code, ``await`` the result; in a thread with no
         running loop it publishes before returning. Raises ``BrokerUnavailable`` when the
         broker (Redis) cannot take the message; it never drops it silently."""
-        return _send(cls.group_key(group), {"k": runtime.NOTIFY, "p": payload})
+        return _send(cls.group_key(group), {"k": NOTIFY, "p": payload})
 
     @classmethod
     def unsubscribe(cls, group: str | None = None) -> Any:
         """End every subscription in ``group`` from the server side; clients get ``complete``.
         Same sync/async rules as ``broadcast``."""
-        return _send(cls.group_key(group), {"k": runtime.UNSUBSCRIBE})
+        return _send(cls.group_key(group), {"k": UNSUBSCRIBE})
 
 
 def _identity(root: Any, info: Any, **kwargs: Any) -> Any:
@@ -178,42 +183,32 @@ def _send(key: str, message: dict[str, Any]) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return _send_sync(key, message)
-    return _send_async(key, message)
-
-
-async def _send_async(key: str, message: dict[str, Any]) -> int:
-    broker = await runtime.broker_for_publish()
-    return await broker.publish(key, message)
-
-
-def _send_sync(key: str, message: dict[str, Any]) -> int:
-    broker, loop = runtime.current_broker(), runtime.current_loop()
-    if broker is not None and loop is not None and loop.is_running():
-        future = asyncio.run_coroutine_threadsafe(broker.publish(key, message), loop)
-        return int(future.result(30))
-    from service.broker import publish_sync
-    from service.settings import Settings
-
-    url = Settings.from_env().redis_url
-    if not url:
-        raise BrokerUnavailable(
-            "cannot broadcast from outside a worker without REDIS_URL: set REDIS_URL so the "
-            "message reaches the workers"
-        )
-    return publish_sync(url, key, message)
+        return fanouts.publish_from_thread(key, message)
+    return fanouts.publish(key, message)
 
 
 class SubscriptionStream:
     """One subscriber: joined groups, a bounded queue, and the async iterator graphql-core reads."""
 
-    def __init__(self, cls: type[Subscription], root: Any, info: Any, kwargs: dict[str, Any]):
+    def __init__(
+        self,
+        cls: type[Subscription],
+        root: Any,
+        info: Any,
+        kwargs: dict[str, Any],
+        fanout: Fanout,
+    ):
         self.cls = cls
         self.root = root
         self.info = info
         self.kwargs = kwargs
-        limit = cls.notification_queue_limit or runtime.settings().notification_queue_limit
-        self.limit = max(1, limit)
+        self.fanout = fanout
+        self.broker = fanout.broker
+        self.recorder = fanout.recorder
+        self.limit = max(1, cls.notification_queue_limit or fanout.queue_limit)
+        #: When the event last returned by ``__anext__`` was broadcast (unix seconds); the
+        #: engine copies it into that event's ``Outcome`` for the fanout-lag metric.
+        self.sent_at: float | None = None
         self.queue: deque[tuple[Any, float]] = deque()
         self.keys: list[str] = []
         self.waiter: asyncio.Future[None] | None = None
@@ -230,17 +225,15 @@ class SubscriptionStream:
             key = self.cls.group_key(str(group))
             if key not in keys:
                 keys.append(key)
-        broker = await runtime.broker_for_publish()
-        self.broker = broker
         try:
             for key in keys:
-                await broker.join(key, self._on_message)
+                await self.broker.join(key, self._on_message)
                 self.keys.append(key)
         except BaseException:
             await self._leave()
             raise
         self.joined = True
-        metrics.ACTIVE_SUBSCRIPTIONS.inc()
+        self.recorder.subscriptions(1)
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -251,12 +244,12 @@ class SubscriptionStream:
         if self.ended or self.closed:
             return
         kind = message.get("k") if isinstance(message, dict) else None
-        if kind == runtime.UNSUBSCRIBE:
+        if kind == UNSUBSCRIBE:
             self.ended = True
-        elif kind == runtime.NOTIFY:
+        elif kind == NOTIFY:
             if len(self.queue) >= self.limit:
                 self.queue.popleft()
-                metrics.NOTIFICATIONS_DROPPED.inc()
+                self.recorder.notification_dropped()
             self.queue.append((message.get("p"), sent_at))
         else:
             return
@@ -280,7 +273,7 @@ class SubscriptionStream:
             value = await _maybe_await(self.cls.publish(payload, self.info, **self.kwargs))
             if value is SKIP:
                 continue
-            runtime.FANOUT_SENT_AT.set(sent_at)
+            self.sent_at = sent_at
             return value
 
     async def _leave(self) -> None:
@@ -298,7 +291,7 @@ class SubscriptionStream:
         self._wake()
         await self._leave()
         if self.joined:
-            metrics.ACTIVE_SUBSCRIPTIONS.dec()
+            self.recorder.subscriptions(-1)
         try:
             await _maybe_await(self.cls.unsubscribed(self.root, self.info, **self.kwargs))
         except Exception:

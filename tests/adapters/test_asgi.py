@@ -11,6 +11,8 @@ import pytest
 
 from service import asgi_app
 from service.settings import Settings
+from service.subscriptions.fanout import attached
+from support.polling import apoll_until
 from support.schemas import Ticker, schema
 
 
@@ -139,13 +141,13 @@ async def test_websocket_flows_both_subprotocols(
                 "payload": {"query": 'subscription { ticker(group: "asgi") { value } }'},
             }
         )
-        from service.subscriptions import runtime
-
-        for _ in range(500):
-            broker = runtime.current_broker()
-            if broker is not None and Ticker.group_key("asgi") in broker.groups():
-                break
-            await asyncio.sleep(0.01)
+        fanout = attached()
+        assert fanout is not None
+        await apoll_until(
+            lambda: Ticker.group_key("asgi") in fanout.broker.groups(),
+            timeout_s=5,
+            what="the subscription's join",
+        )
         await Ticker.broadcast(group="asgi", payload={"value": 3})
         assert (await ws.recv())["payload"] == {"data": {"ticker": {"value": 3}}}
 
@@ -161,17 +163,59 @@ async def test_websocket_refuses_unknown_subprotocol_and_bad_frames() -> None:
         assert close["type"] == "websocket.close" and close["code"] == 4400
 
 
-async def test_lifespan_starts_and_stops_the_broker() -> None:
-    from service.subscriptions import runtime
-
+async def test_lifespan_starts_and_stops_the_fanout() -> None:
     app = asgi_app(schema, settings=Settings(redis_url=""))
     incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     outgoing: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
     task = asyncio.create_task(app({"type": "lifespan"}, incoming.get, outgoing.put))
     await incoming.put({"type": "lifespan.startup"})
     assert (await asyncio.wait_for(outgoing.get(), 5))["type"] == "lifespan.startup.complete"
-    assert runtime.serves_this_loop()
+    assert attached() is not None
     await incoming.put({"type": "lifespan.shutdown"})
     assert (await asyncio.wait_for(outgoing.get(), 5))["type"] == "lifespan.shutdown.complete"
     await task
-    assert runtime.current_broker() is None
+    assert attached() is None
+
+
+@pytest.mark.parametrize(
+    ("subprotocol", "keepalive"),
+    [("graphql-transport-ws", {"type": "ping"}), ("graphql-ws", {"type": "ka"})],
+)
+async def test_websocket_keepalive_uses_the_subprotocols_own_messages(
+    subprotocol: str, keepalive: dict[str, Any]
+) -> None:
+    """ASGI has no ping frames: keep-alive is each subprotocol's own message, on both."""
+    app = asgi_app(schema, settings=Settings(redis_url="", ws_keepalive_s=0.05))
+    async with FakeWebSocket(app, [subprotocol]) as ws:
+        assert (await ws.event())["type"] == "websocket.accept"
+        await ws.send({"type": "connection_init"})
+        assert (await ws.recv())["type"] == "connection_ack"
+        received = [await ws.recv() for _ in range(3)]
+        assert keepalive in received
+
+
+@pytest.mark.parametrize(
+    ("subprotocol", "start"), [("graphql-transport-ws", "subscribe"), ("graphql-ws", "start")]
+)
+async def test_websocket_end_awaits_its_operations(subprotocol: str, start: str) -> None:
+    """When the client goes, the ASGI call returns only after its subscriptions unwound: they
+    left their groups and ran ``unsubscribed``."""
+    from support import schemas
+
+    app = asgi_app(schema, settings=Settings(redis_url="", ws_keepalive_s=0))
+    group = f"asgi-end-{subprotocol}"
+    ws = FakeWebSocket(app, [subprotocol])
+    await ws.__aenter__()
+    assert (await ws.event())["type"] == "websocket.accept"
+    await ws.send({"type": "connection_init"})
+    assert (await ws.recv())["type"] == "connection_ack"
+    query = f'subscription {{ ticker(group: "{group}") {{ value }} }}'
+    await ws.send({"id": "s", "type": start, "payload": {"query": query}})
+    fanout = attached()
+    assert fanout is not None
+    await apoll_until(
+        lambda: Ticker.group_key(group) in fanout.broker.groups(), timeout_s=5, what="the join"
+    )
+    await ws.__aexit__()
+    assert {"group": group} in schemas.UNSUBSCRIBED
+    assert Ticker.group_key(group) not in fanout.broker.groups()

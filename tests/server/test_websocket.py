@@ -14,7 +14,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from service.server.serve import Server, serve
 from service.settings import Settings
+from service.subscriptions.fanout import attached
 from support import schemas
+from support.polling import apoll_until
 from support.schemas import Ticker, TinyQueueTicker, schema
 
 TWS = "graphql-transport-ws"
@@ -29,11 +31,9 @@ async def start_server(**overrides: Any) -> Server:
     settings = Settings(
         redis_url="", ws_init_timeout_s=overrides.pop("ws_init_timeout_s", 3.0), **overrides
     )
-    srv = await serve(
+    return await serve(
         schema, [{"protocol": "tcp", "port": 0}], run=False, settings=settings, **options
     )
-    assert isinstance(srv, Server)
-    return srv
 
 
 @pytest.fixture
@@ -71,17 +71,13 @@ async def init(ws: ClientConnection, payload: dict[str, Any] | None = None) -> d
     return ack
 
 
-async def wait_joined(group_key: str, count: int = 1) -> None:
-    """Poll the broker until ``count`` local subscribers hold ``group_key``."""
-    from service.subscriptions import runtime
-
-    broker = runtime.current_broker()
-    assert broker is not None
-    for _ in range(500):
-        if group_key in broker.groups():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"nobody joined {group_key}")
+async def wait_joined(group_key: str) -> None:
+    """Poll the running loop's fanout until a local subscriber holds ``group_key``."""
+    fanout = attached()
+    assert fanout is not None
+    await apoll_until(
+        lambda: group_key in fanout.broker.groups(), timeout_s=5, what=f"a join of {group_key}"
+    )
 
 
 # --- graphql-transport-ws ---------------------------------------------------------------------
@@ -473,16 +469,13 @@ async def test_server_close_sends_going_away(server: Server) -> None:
         await closing
 
 
-# --- per-connection options ------------------------------------------------------------------
+# --- options ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("strict", [False, True])
 async def test_strict_ordering_processes_messages_one_at_a_time(strict: bool) -> None:
-    def on_connect(payload: dict[str, Any], context: dict[str, Any]) -> Any:
-        return {"strict_ordering": bool(payload.get("strictOrdering"))}
-
-    srv = await start_server(on_connect=on_connect)
+    srv = await start_server(ws_strict_ordering=strict)
     try:
         async with connect(url(srv), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
-            await init(ws, {"strictOrdering": strict})
+            await init(ws)
             await subscribe(ws, "slow", "{ slow(seconds: 0.3) }")
             await subscribe(ws, "fast", "{ hello }")
             order = [(await recv(ws))["id"] for _ in range(4)]
@@ -527,12 +520,10 @@ async def test_subscription_that_fails_to_start_gets_error() -> None:
 
 
 async def test_upgraded_connections_leave_the_timeout_sweeper(server: Server) -> None:
-    from service.server.native import _sweeper
-
     async with connect(url(server), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
         await init(ws)
-        sweeper = _sweeper(asyncio.get_running_loop())
-        assert not [c for c in sweeper.connections if c.upgraded]
+        assert server.sweeper is not None
+        assert not [c for c in server.sweeper.connections if c.upgraded]
         assert any(type(c).__name__ == "NativeWebSocket" for c in server.connections)
 
 

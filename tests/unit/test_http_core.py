@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from service.engine.executor import Engine
-from service.engine.http import HTTPCore, HTTPRequest, HTTPResponse
+from service.engine.http import HTTPCore, HTTPRequest, HTTPResponse, RequestIds
 from service.protocols.codes import ErrorCode
 from service.protocols.http import HTTPError
 from service.settings import Settings
@@ -19,6 +19,8 @@ from support.schemas import schema
 
 GRJ = "application/graphql-response+json"
 JSON = "application/json"
+
+IDS = RequestIds()
 
 
 def make_core(**overrides: Any) -> HTTPCore:
@@ -38,7 +40,8 @@ async def call(
     if headers is not None:
         hdrs = {k.lower(): v for k, v in headers.items()}
     raw = json.dumps(body).encode() if isinstance(body, dict) else body
-    result = core.handle(HTTPRequest(method, path, query_string, hdrs, raw, "test"))
+    request_id = IDS.for_headers(hdrs)  # the transport's job
+    result = core.handle(HTTPRequest(method, path, query_string, hdrs, raw, "test", request_id))
     if inspect.isawaitable(result):
         result = await result
     assert isinstance(result, HTTPResponse)

@@ -1,16 +1,16 @@
-"""GraphQL over WebSocket: the session (transport-independent) and the native adapter.
+"""GraphQL over WebSocket, independent of the transport: ``ConnectApp`` and ``WSSession``.
 
 ``WSSession`` drives one protocol state machine (``graphql-transport-ws`` or legacy
 ``graphql-ws``, from ``service.protocols``) and runs the operations it starts. It needs only two
 callbacks from its transport: ``send_text(str)`` and ``close(code, reason)``. The native adapter
-(``NativeWebSocket``, framing by websockets' sans-I/O ``ServerProtocol``) and the ASGI adapter
-(``service.server.asgi``) both use it.
+(``service.server.ws_native``, framing by websockets' sans-I/O ``ServerProtocol``) and the ASGI
+adapter (``service.server.asgi``) both use it.
 
 Connection flow: the client's ``connection_init`` payload goes to ``ConnectApp.connect`` (build
 the context, verify the token, run ``on_connect``); only then is ``connection_ack`` sent, and
 the machine refuses operations before the ack. Each operation runs in its own task, owned by
-the session and cancelled when the client stops it or the connection ends. A token with ``exp``
-closes the socket with 4403 when it expires.
+the session and cancelled when the client stops it or the connection ends, however it ends.
+A token with ``exp`` closes the socket with 4403 at ``exp + JWT_LEEWAY_S``.
 """
 
 from __future__ import annotations
@@ -26,21 +26,16 @@ from typing import Any
 
 import orjson
 from graphql import GraphQLError
-from websockets.exceptions import NegotiationError
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
-from websockets.protocol import State
-from websockets.server import ServerProtocol
 
-from service import metrics
+from service.auth import seconds_until_expiry
 from service.engine import errors as codes
+from service.engine.context import user_sub
 from service.engine.executor import Engine, Outcome
-from service.engine.http import HTTPRequest, new_request_id
-from service.protocols.codes import ErrorCode
+from service.engine.http import HTTPRequest, default_context
+from service.protocols.codes import CloseCode, ErrorCode
 from service.protocols.http import HTTPError
-from service.protocols.negotiate import choose_subprotocol, make_connection
+from service.protocols.negotiate import make_connection
 from service.protocols.ws_messages import (
-    LEGACY_WS_SUBPROTOCOL,
     TRANSPORT_WS_SUBPROTOCOL,
     Action,
     Close,
@@ -50,11 +45,8 @@ from service.protocols.ws_messages import (
     Stop,
 )
 from service.settings import Settings
-from service.subscriptions import runtime
 
 log = logging.getLogger("service.websocket")
-
-SUBPROTOCOLS = [TRANSPORT_WS_SUBPROTOCOL, LEGACY_WS_SUBPROTOCOL]
 
 
 class ConnectionRejected(Exception):
@@ -77,6 +69,11 @@ class ConnectApp:
     ``on_connect(payload, context)`` (sync or async) may return ``False`` or raise
     ``ConnectionRejected`` to refuse, or return a dict to merge into the context (dict contexts)
     and to send as the ``connection_ack`` payload under ``"ack"``.
+
+    ``strict_ordering`` (``WS_STRICT_ORDERING``): each connection runs its operations one at a
+    time, in arrival order (each waits until the one before it has answered, or for a
+    subscription, has started), as DjangoChannelsGraphqlWs's ``strict_ordering`` does. Off by
+    default: operations of one connection run concurrently.
     """
 
     def __init__(
@@ -88,6 +85,7 @@ class ConnectApp:
         authenticate: Callable[[Any, Any], Any] | None = None,
         on_connect: Callable[[Any, Any], Any] | None = None,
         log_operation: OperationLogger | None = None,
+        strict_ordering: bool | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -96,6 +94,9 @@ class ConnectApp:
         self.on_connect = on_connect
         self.log_operation = log_operation
         self.recorder = engine.recorder
+        self.strict_ordering = (
+            settings.ws_strict_ordering if strict_ordering is None else strict_ordering
+        )
 
     async def connect(
         self, request: HTTPRequest, payload: dict[str, Any]
@@ -109,7 +110,7 @@ class ConnectApp:
             except HTTPError as exc:
                 raise ConnectionRejected(f"Forbidden: {exc.message}") from None
         else:
-            context = {"request": request, "request_id": request.request_id, "user": None}
+            context = default_context(request)
         if self.authenticate is not None:
             context = self.authenticate(payload, context)
             if inspect.isawaitable(context):
@@ -129,7 +130,15 @@ class ConnectApp:
 
 
 class WSSession:
-    """One GraphQL WebSocket connection over any transport."""
+    """One GraphQL WebSocket connection over any transport.
+
+    ``request`` is the upgrade request (its ``request_id`` already assigned by the transport);
+    ``send_text``/``close`` write to the transport; ``loop`` (default: the running loop) gives
+    the clock, the timers and the tasks. ``keepalive``: send the subprotocol's own keep-alive
+    messages (``ka`` on ``graphql-ws``, ``ping`` on ``graphql-transport-ws``) every
+    ``WS_KEEPALIVE_S``; ``None`` decides by the settings (``ka`` always, ``ping`` only with
+    ``WS_TRANSPORT_PING``), which suits a transport that sends WebSocket ping frames itself.
+    """
 
     def __init__(
         self,
@@ -138,26 +147,28 @@ class WSSession:
         request: HTTPRequest,
         send_text: Callable[[str], None],
         close: Callable[[int, str], None],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        keepalive: bool | None = None,
     ) -> None:
         s = app.settings
         self.app = app
         self.engine = app.engine
+        self.recorder = app.recorder
         self.settings = s
         self.subprotocol = subprotocol
         self.request = request
-        if not request.request_id:
-            request.request_id = new_request_id(request.headers)
         self._send_text = send_text
         self._close = close
-        self.loop = asyncio.get_running_loop()
-        keepalive = s.ws_keepalive_s if s.ws_keepalive_s > 0 else None
-        if subprotocol == TRANSPORT_WS_SUBPROTOCOL and not s.ws_transport_ping:
-            keepalive = None
+        self.loop = loop or asyncio.get_running_loop()
+        keepalive_s = s.ws_keepalive_s if s.ws_keepalive_s > 0 else None
+        if keepalive is None:
+            keepalive = subprotocol != TRANSPORT_WS_SUBPROTOCOL or s.ws_transport_ping
         self.machine = make_connection(
             subprotocol,
             now=self.loop.time(),
             init_timeout_s=s.ws_init_timeout_s,
-            keepalive_s=keepalive,
+            keepalive_s=keepalive_s if keepalive else None,
             max_operations=s.ws_max_subscriptions,
             max_message_bytes=s.ws_max_message_bytes,
             encoder=_encode,
@@ -175,7 +186,7 @@ class WSSession:
         self.writable.set()
         self.strict: asyncio.Lock | None = None
         self.closed = False
-        metrics.WS_CONNECTIONS.labels(subprotocol).inc()
+        self.recorder.websocket(subprotocol, 1)
         self._schedule()
 
     # --- input ---------------------------------------------------------------------------------
@@ -187,10 +198,13 @@ class WSSession:
 
     def shutdown(self, reason: str = "server shutting down") -> None:
         """Close with 1001 (going away); operations are cancelled."""
-        self.apply(self.machine.close(1001, reason))
+        self.apply(self.machine.close(CloseCode.GoingAway, reason))
 
     def connection_lost(self) -> None:
-        """The transport is gone: cancel every task and timer, release gauges."""
+        """The transport is gone, however it went (close frame, reset, EOF, shutdown): cancel
+        every task and timer and release the gauges. The cancelled operations unwind on the
+        loop (their subscriptions leave their groups and run ``unsubscribed``); ``pending()``
+        lists what has not finished yet."""
         if self.closed:
             return
         self.closed = True
@@ -199,7 +213,17 @@ class WSSession:
                 timer.cancel()
         for task in list(self.tasks.values()) + list(self.background):
             task.cancel()
-        metrics.WS_CONNECTIONS.labels(self.subprotocol).dec()
+        self.recorder.websocket(self.subprotocol, -1)
+
+    def pending(self) -> list[asyncio.Future[Any]]:
+        """The session's operation and background tasks that have not finished."""
+        return [task for task in (*self.owned, *self.background) if not task.done()]
+
+    async def wait_closed(self, timeout_s: float = 5.0) -> None:
+        """After ``connection_lost``: wait (at most ``timeout_s``) for every task to unwind."""
+        pending = self.pending()
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
 
     # --- actions -------------------------------------------------------------------------------
     def apply(self, actions: list[Action]) -> None:
@@ -257,23 +281,27 @@ class WSSession:
             return
         except Exception as exc:
             log.error("on_connect failed", exc_info=exc)
-            self.apply(self.machine.close(4500, "Internal server error"))
+            self.apply(self.machine.close(CloseCode.InternalServerError, "Internal server error"))
             return
         self.context = context
-        if isinstance(context, dict) and context.get("strict_ordering"):
+        if self.app.strict_ordering:
             self.strict = asyncio.Lock()
         self._watch_expiry(context)
         self.apply(self.machine.accept(ack, self.loop.time()))
 
     def _watch_expiry(self, context: Any) -> None:
         user = context.get("user") if isinstance(context, dict) else None
-        exp = user.get("exp") if isinstance(user, dict) else None
-        if isinstance(exp, int | float):
+        if not isinstance(user, dict):
+            return
+        remaining = seconds_until_expiry(user, time.time())
+        if remaining is not None:
             # Tokens are accepted with JWT_LEEWAY_S of clock skew; close when that runs out.
-            delay = max(0.0, float(exp) + self.settings.jwt_leeway_s - time.time())
-            self.expiry = self.loop.call_later(
-                delay, lambda: self.apply(self.machine.close(4403, "Forbidden: token expired"))
-            )
+            delay = max(0.0, remaining + self.settings.jwt_leeway_s)
+            self.expiry = self.loop.call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        self.expiry = None
+        self.apply(self.machine.close(CloseCode.Forbidden, "Forbidden: token expired"))
 
     # --- operations ------------------------------------------------------------------------
     def _start(self, op_id: str, payload: dict[str, Any]) -> None:
@@ -298,10 +326,9 @@ class WSSession:
         return context
 
     def _report(self, op_id: str, kind: str, name: str | None, status: str, t0: float) -> None:
-        self.app.recorder.request("ws", kind, status)
+        self.recorder.request("ws", kind, status)
         logger = self.app.log_operation
         if logger is not None:
-            user = self.context.get("user") if isinstance(self.context, dict) else None
             logger(
                 request_id=f"{self.request.request_id}:{op_id}",
                 subprotocol=self.subprotocol,
@@ -310,7 +337,7 @@ class WSSession:
                 operation_name=name,
                 status=status,
                 duration_s=time.perf_counter() - t0,
-                user=user.get("sub") if isinstance(user, dict) else None,
+                user=user_sub(self.context),
             )
 
     async def _operation(self, op_id: str, payload: dict[str, Any]) -> None:
@@ -319,7 +346,7 @@ class WSSession:
         kind = "unknown"
         status = "cancelled"
         try:
-            metrics.INFLIGHT.inc()
+            self.recorder.inflight(1)
             try:
                 if self.strict is not None:
                     async with self.strict:
@@ -327,9 +354,9 @@ class WSSession:
                 else:
                     kind, status, stream = await self._setup(op_id, payload)
             finally:
-                metrics.INFLIGHT.dec()
+                self.recorder.inflight(-1)
             # Queries and mutations: their whole time; subscriptions: the time to set up.
-            self.app.recorder.duration(kind, name, time.perf_counter() - t0)
+            self.recorder.duration(kind, name, time.perf_counter() - t0)
             if stream is not None:
                 status = await self._pump(op_id, stream)
         except asyncio.CancelledError:
@@ -383,19 +410,15 @@ class WSSession:
         return "error" if outcome.body.get("errors") else "ok"
 
     async def _pump(self, op_id: str, stream: Any) -> str:
-        sent = metrics.NOTIFICATIONS_SENT
-        lag = metrics.FANOUT_LAG
+        recorder = self.recorder
         try:
             try:
                 async for outcome in stream:
                     if not self.writable.is_set():
                         await self.writable.wait()
                     self.apply(self.machine.next(op_id, outcome.body))
-                    sent.inc()
-                    sent_at = runtime.FANOUT_SENT_AT.get()
-                    if sent_at is not None:
-                        lag.observe(max(0.0, time.time() - sent_at))
-                        runtime.FANOUT_SENT_AT.set(None)
+                    sent_at = outcome.sent_at
+                    recorder.notification_sent(None if sent_at is None else time.time() - sent_at)
                     # A queued backlog never suspends __anext__: yield so other subscribers,
                     # the heartbeat and new connections get the loop between notifications.
                     await asyncio.sleep(0)
@@ -408,217 +431,3 @@ class WSSession:
                 await stream.aclose()
         self.apply(self.machine.complete(op_id))
         return "complete"
-
-
-class NativeWebSocket(asyncio.Protocol):
-    """A WebSocket on the native transport: websockets' ``ServerProtocol`` frames, the session
-    speaks GraphQL. Takes over the connection from ``HTTPProtocol`` after the upgrade."""
-
-    def __init__(self, app: ConnectApp, http: Any, request: HTTPRequest) -> None:
-        self.app = app
-        self.http = http
-        self.request = request
-        self.transport: Any = http.transport
-        self.connections = http.connections
-        self.session: WSSession | None = None
-        self.fragments: list[bytes] = []
-        self.fragment_opcode: Opcode | None = None
-        self.close_timer: asyncio.TimerHandle | None = None
-        self.ping_timer: asyncio.TimerHandle | None = None
-        self.awaiting_pong = False
-        self.pings_sent = 0
-
-    def start(self, trailing: bytes) -> None:
-        target = self.request.path + (
-            f"?{self.request.query_string}" if self.request.query_string else ""
-        )
-        # httptools already parsed the upgrade request; replay it to websockets' handshake
-        # parser so the handshake stays entirely websockets' (public sans-I/O API).
-        head = [f"GET {target} HTTP/1.1\r\n".encode("latin-1")]
-        for key, value in self.request.headers.items():
-            head.append(f"{key}: {value}\r\n".encode("latin-1"))
-        head.append(b"\r\n")
-
-        def select(protocol: ServerProtocol, offered: Any) -> Any:
-            chosen = choose_subprotocol(offered)
-            if chosen is None:
-                raise NegotiationError(
-                    "no supported subprotocol: offer graphql-transport-ws or graphql-ws in "
-                    "Sec-WebSocket-Protocol"
-                )
-            return chosen
-
-        self.ws = ServerProtocol(
-            subprotocols=SUBPROTOCOLS,  # type: ignore[arg-type]
-            select_subprotocol=select,
-            max_size=self.app.settings.ws_max_message_bytes,
-        )
-        self.ws.receive_data(b"".join(head))
-        events = self.ws.events_received()
-        if events and isinstance(events[0], Request):
-            response = self.ws.accept(events[0])
-        else:
-            response = self.ws.reject(400, "Malformed WebSocket upgrade request.\n")
-        if self.request.path != "/graphql":
-            response = self.ws.reject(404, "WebSocket is served on /graphql\n")
-        self.ws.send_response(response)
-        self.connections.discard(self.http)
-        self.connections.add(self)
-        self.transport.set_protocol(self)
-        if response.status_code != 101:
-            self._flush()
-            self.transport.close()
-            return
-        subprotocol = response.headers.get("Sec-WebSocket-Protocol", "")
-        self.session = WSSession(self.app, subprotocol, self.request, self._send_text, self._close)
-        self._flush()
-        interval = self.app.settings.ws_keepalive_s
-        if interval > 0:
-            self.ping_timer = asyncio.get_running_loop().call_later(interval, self._keepalive)
-        if trailing:
-            self.data_received(trailing)
-
-    def _keepalive(self) -> None:
-        """WebSocket-level ping every ``WS_KEEPALIVE_S``: it keeps idle sockets alive through
-        proxies (nginx's ``proxy_read_timeout``) for both subprotocols, without a message the
-        client must understand, and a peer that did not answer the previous ping is dead."""
-        self.ping_timer = None
-        if self.transport is None or self.ws.state is not State.OPEN:
-            return
-        if self.awaiting_pong:
-            self.transport.abort()  # no pong for a whole interval: the peer is gone
-            return
-        self.awaiting_pong = True
-        self.pings_sent += 1
-        self.ws.send_ping(b"ka")
-        self._flush()
-        interval = self.app.settings.ws_keepalive_s
-        self.ping_timer = asyncio.get_running_loop().call_later(interval, self._keepalive)
-
-    # --- asyncio.Protocol ----------------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
-        ws = self.ws
-        ws.receive_data(data)
-        session = self.session
-        for frame in ws.events_received():
-            if not isinstance(frame, Frame):
-                continue
-            opcode = frame.opcode
-            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                if not frame.fin:
-                    self.fragment_opcode = opcode
-                    self.fragments = [bytes(frame.data)]
-                    continue
-                self._message(opcode, bytes(frame.data))
-            elif opcode is Opcode.PONG:
-                self.awaiting_pong = False
-            elif opcode is Opcode.CONT and self.fragment_opcode is not None:
-                self.fragments.append(bytes(frame.data))
-                if frame.fin:
-                    data_all = b"".join(self.fragments)
-                    kind, self.fragment_opcode, self.fragments = self.fragment_opcode, None, []
-                    self._message(kind, data_all)
-        self._flush()
-        if session is not None and ws.state in (State.CLOSING, State.CLOSED):
-            session.connection_lost()
-
-    def _message(self, opcode: Opcode, data: bytes) -> None:
-        session = self.session
-        if session is None:
-            return
-        if opcode is Opcode.TEXT:
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                self._close(1007, "invalid UTF-8 in a text frame")
-                return
-            session.receive_text(text)
-        else:
-            session.receive_bytes(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self)
-        for timer in (self.close_timer, self.ping_timer):
-            if timer is not None:
-                timer.cancel()
-        if self.session is not None:
-            self.session.connection_lost()
-        self.transport = None
-
-    def pause_writing(self) -> None:
-        if self.session is not None:
-            self.session.writable.clear()
-
-    def resume_writing(self) -> None:
-        if self.session is not None:
-            self.session.writable.set()
-
-    # --- output --------------------------------------------------------------------------------
-    def _flush(self) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        for chunk in self.ws.data_to_send():
-            if chunk:
-                transport.write(chunk)
-            else:
-                transport.close()
-                return
-        if self.ws.close_expected() and self.close_timer is None:
-            loop = asyncio.get_running_loop()
-            self.close_timer = loop.call_later(5.0, self._abort)
-
-    def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def _send_text(self, text: str) -> None:
-        if self.ws.state is State.OPEN:
-            self.ws.send_text(text.encode())
-            self._flush()
-
-    def _close(self, code: int, reason: str) -> None:
-        if self.ws.state is State.OPEN:
-            self.ws.send_close(code, reason)
-            self._flush()
-        if self.session is not None:
-            self.session.connection_lost()
-
-    def pending_tasks(self) -> list[asyncio.Future[Any]]:
-        """The session's operation and background tasks that have not finished."""
-        if self.session is None:
-            return []
-        owned = [*self.session.owned, *self.session.background]
-        return [task for task in owned if not task.done()]
-
-    def shutdown(self) -> None:
-        if self.session is not None:
-            self.session.shutdown()
-        elif self.transport is not None:
-            self.transport.close()
-
-
-def make_websocket_handler(
-    engine: Engine,
-    core: Any,
-    settings: Settings,
-    get_context: Callable[[HTTPRequest], Any] | None,
-    on_connect: Callable[[Any, Any], Any] | None,
-    *,
-    authenticate: Callable[[Any, Any], Any] | None = None,
-    log_operation: OperationLogger | None = None,
-) -> Callable[[Any, HTTPRequest, bytes], None]:
-    """The native transport's upgrade hook for ``build_server``."""
-    app = ConnectApp(
-        engine,
-        settings,
-        get_context=get_context,
-        authenticate=authenticate,
-        on_connect=on_connect,
-        log_operation=log_operation,
-    )
-
-    def handle(http: Any, request: HTTPRequest, trailing: bytes) -> None:
-        NativeWebSocket(app, http, request).start(trailing)
-
-    return handle

@@ -1,0 +1,225 @@
+"""The native WebSocket adapter: websockets' sans-I/O ``ServerProtocol`` frames the bytes,
+``WSSession`` speaks GraphQL.
+
+``HTTPProtocol`` hands a connection over at ``Upgrade: websocket``; the handshake (RFC 6455
+section 4) is websockets' own, the subprotocol choice ours (``service.protocols.negotiate``).
+WebSocket-level pings every ``WS_KEEPALIVE_S`` keep idle sockets alive through proxies and
+drop peers that stopped answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from websockets.exceptions import NegotiationError
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from service.engine.http import HTTPRequest
+from service.protocols.codes import CloseCode
+from service.protocols.negotiate import SUBPROTOCOLS, choose_subprotocol
+from service.server.ws_session import ConnectApp, WSSession
+
+__all__ = ["NativeWebSocket", "make_websocket_handler"]
+
+#: How long to wait for the client's close frame after ours before dropping the connection.
+CLOSE_TIMEOUT_S = 5.0
+
+
+class NativeWebSocket(asyncio.Protocol):
+    """A WebSocket on the native transport: websockets' ``ServerProtocol`` frames, the session
+    speaks GraphQL. Takes over the connection from ``HTTPProtocol`` after the upgrade."""
+
+    def __init__(self, app: ConnectApp, http: Any, request: HTTPRequest, path: str) -> None:
+        self.app = app
+        self.path = path
+        self.http = http
+        self.request = request
+        self.transport: Any = http.transport
+        self.connections = http.connections
+        self.session: WSSession | None = None
+        self.fragments: list[bytes] = []
+        self.fragment_opcode: Opcode | None = None
+        self.close_timer: asyncio.TimerHandle | None = None
+        self.ping_timer: asyncio.TimerHandle | None = None
+        self.awaiting_pong = False
+        self.pings_sent = 0
+
+    def start(self, trailing: bytes) -> None:
+        target = self.request.path + (
+            f"?{self.request.query_string}" if self.request.query_string else ""
+        )
+        # httptools already parsed the upgrade request; replay it to websockets' handshake
+        # parser so the handshake stays entirely websockets' (public sans-I/O API).
+        head = [f"GET {target} HTTP/1.1\r\n".encode("latin-1")]
+        for key, value in self.request.headers.items():
+            head.append(f"{key}: {value}\r\n".encode("latin-1"))
+        head.append(b"\r\n")
+
+        def select(protocol: ServerProtocol, offered: Any) -> Any:
+            chosen = choose_subprotocol(offered)
+            if chosen is None:
+                raise NegotiationError(
+                    "no supported subprotocol: offer graphql-transport-ws or graphql-ws in "
+                    "Sec-WebSocket-Protocol"
+                )
+            return chosen
+
+        self.ws = ServerProtocol(
+            subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            select_subprotocol=select,
+            max_size=self.app.settings.ws_max_message_bytes,
+        )
+        self.ws.receive_data(b"".join(head))
+        events = self.ws.events_received()
+        if events and isinstance(events[0], Request):
+            response = self.ws.accept(events[0])
+        else:
+            response = self.ws.reject(400, "Malformed WebSocket upgrade request.\n")
+        if self.request.path != self.path:
+            response = self.ws.reject(404, f"WebSocket is served on {self.path}\n")
+        self.ws.send_response(response)
+        self.connections.discard(self.http)
+        self.connections.add(self)
+        self.transport.set_protocol(self)
+        if response.status_code != 101:
+            self._flush()
+            self.transport.close()
+            return
+        subprotocol = response.headers.get("Sec-WebSocket-Protocol", "")
+        self.session = WSSession(self.app, subprotocol, self.request, self._send_text, self._close)
+        self._flush()
+        interval = self.app.settings.ws_keepalive_s
+        if interval > 0:
+            self.ping_timer = asyncio.get_running_loop().call_later(interval, self._keepalive)
+        if trailing:
+            self.data_received(trailing)
+
+    def _keepalive(self) -> None:
+        """WebSocket-level ping every ``WS_KEEPALIVE_S``: it keeps idle sockets alive through
+        proxies (nginx's ``proxy_read_timeout``) for both subprotocols, without a message the
+        client must understand, and a peer that did not answer the previous ping is dead."""
+        self.ping_timer = None
+        if self.transport is None or self.ws.state is not State.OPEN:
+            return
+        if self.awaiting_pong:
+            self.transport.abort()  # no pong for a whole interval: the peer is gone
+            return
+        self.awaiting_pong = True
+        self.pings_sent += 1
+        self.ws.send_ping(b"ka")
+        self._flush()
+        interval = self.app.settings.ws_keepalive_s
+        self.ping_timer = asyncio.get_running_loop().call_later(interval, self._keepalive)
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        session = self.session
+        for frame in ws.events_received():
+            if not isinstance(frame, Frame):
+                continue
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if not frame.fin:
+                    self.fragment_opcode = opcode
+                    self.fragments = [bytes(frame.data)]
+                    continue
+                self._message(opcode, bytes(frame.data))
+            elif opcode is Opcode.PONG:
+                self.awaiting_pong = False
+            elif opcode is Opcode.CONT and self.fragment_opcode is not None:
+                self.fragments.append(bytes(frame.data))
+                if frame.fin:
+                    data_all = b"".join(self.fragments)
+                    kind, self.fragment_opcode, self.fragments = self.fragment_opcode, None, []
+                    self._message(kind, data_all)
+        self._flush()
+        if session is not None and ws.state in (State.CLOSING, State.CLOSED):
+            session.connection_lost()
+
+    def _message(self, opcode: Opcode, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        if opcode is Opcode.TEXT:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                self._close(CloseCode.InvalidFramePayloadData, "invalid UTF-8 in a text frame")
+                return
+            session.receive_text(text)
+        else:
+            session.receive_bytes(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        for timer in (self.close_timer, self.ping_timer):
+            if timer is not None:
+                timer.cancel()
+        if self.session is not None:
+            self.session.connection_lost()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        if self.session is not None:
+            self.session.writable.clear()
+
+    def resume_writing(self) -> None:
+        if self.session is not None:
+            self.session.writable.set()
+
+    # --- output --------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+            else:
+                transport.close()
+                return
+        if self.ws.close_expected() and self.close_timer is None:
+            loop = asyncio.get_running_loop()
+            self.close_timer = loop.call_later(CLOSE_TIMEOUT_S, self._abort)
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _send_text(self, text: str) -> None:
+        if self.ws.state is State.OPEN:
+            self.ws.send_text(text.encode())
+            self._flush()
+
+    def _close(self, code: int, reason: str) -> None:
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, reason)
+            self._flush()
+        if self.session is not None:
+            self.session.connection_lost()
+
+    def pending_tasks(self) -> list[asyncio.Future[Any]]:
+        """The session's operation and background tasks that have not finished."""
+        return [] if self.session is None else self.session.pending()
+
+    def shutdown(self) -> None:
+        if self.session is not None:
+            self.session.shutdown()
+        elif self.transport is not None:
+            self.transport.close()
+
+
+def make_websocket_handler(app: ConnectApp, path: str) -> Callable[[Any, HTTPRequest, bytes], None]:
+    """The native transport's upgrade hook: WebSocket on ``path`` (the GraphQL path)."""
+
+    def handle(http: Any, request: HTTPRequest, trailing: bytes) -> None:
+        NativeWebSocket(app, http, request, path).start(trailing)
+
+    return handle
