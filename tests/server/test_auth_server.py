@@ -461,24 +461,8 @@ async def test_rs256_server_refuses_hs256_signed_with_the_public_key(
             assert (await operation(ws, "me", ME))["data"]["me"]["id"] == "erin"
 
 
-# --- expiry on a live socket ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("subprotocol", SUBPROTOCOLS)
-async def test_token_expiring_on_a_live_socket_closes_it(server: Server, subprotocol: str) -> None:
-    short = token("frank", ttl_s=2)
-    exp = jwt.decode(short, options={"verify_signature": False})["exp"]
-    async with connect(ws_url(server), subprotocols=[subprotocol]) as ws:  # type: ignore[list-item]
-        await init(ws, {"authToken": short})
-        assert (await operation(ws, "me", ME))["data"]["me"]["id"] == "frank"
-        # A long-running subscription does not keep the socket alive past the token.
-        kind = "subscribe" if subprotocol == TWS else "start"
-        query = 'subscription { onNewChatMessage(chatroom: "quiet") { text } }'
-        await ws.send(json.dumps({"id": "s", "type": kind, "payload": {"query": query}}))
-        code, reason = await closed_with(ws, timeout=6.0)
-        assert code == 4403
-        assert "expired" in reason
-        assert time.time() >= exp - 0.2  # closed because the token ran out, not before
+# Expiry on a live socket (exp + JWT_LEEWAY_S): tests/adapters/test_ws_session.py, on a fake
+# clock with a real token.
 
 
 # --- onNewChatMessage skips the sender's own messages -----------------------------------------

@@ -190,18 +190,7 @@ async def test_malformed_http_gets_400(server: Server) -> None:
     assert status == 400 and "Malformed" in json.loads(body)["errors"][0]["message"]
 
 
-async def test_idle_keepalive_timeout_closes(server: Server) -> None:
-    reader, writer = await open_tcp(server)
-    writer.write(post("{ hello }"))
-    assert (await read_response(reader))[0] == 200
-    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server after 0.5 s idle
-
-
-async def test_slow_request_gets_408(server: Server) -> None:
-    reader, writer = await open_tcp(server)
-    writer.write(b"POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{")
-    status, _, _ = await asyncio.wait_for(read_response(reader), 5)
-    assert status == 408
+# Read and idle timeouts: tests/adapters/test_http_protocol.py, on a fake clock.
 
 
 async def test_client_disconnect_mid_request_cancels_and_server_stays_healthy(
