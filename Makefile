@@ -9,7 +9,7 @@ PORT ?= 8080
 # More than one worker fans subscription events out through Redis: the local one by default.
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: venv system-deps run test check fmt lint types bench clean
+.PHONY: venv system-deps run test check fmt lint types imports bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,9 +34,13 @@ run: venv system-deps
 	WORKERS=$(WORKERS) PORT=$(PORT) REDIS_URL=$(REDIS_URL) \
 	  $(VENV)/bin/graphql-service run --workers $(WORKERS) --port $(PORT)
 
+# The import contracts (pyproject.toml, [tool.importlinter]) first, then every test.
 # pytest's own exit status is kept: 5 ("no tests collected") fails the target.
-test: venv system-deps
+test: venv system-deps imports
 	$(PY) -m pytest -p no:cacheprovider -q $(PYTEST_ARGS)
+
+imports: venv
+	$(VENV)/bin/lint-imports
 
 fmt: venv
 	$(VENV)/bin/ruff format service tests bench support
@@ -48,7 +52,7 @@ lint: venv
 types: venv
 	$(VENV)/bin/mypy
 
-check: lint types test
+check: lint types imports test
 
 bench: venv system-deps
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'

@@ -21,7 +21,6 @@ import contextlib
 import functools
 import io
 import json
-import os
 import re
 import sys
 import time
@@ -188,11 +187,10 @@ def bench_fanout(report: Report) -> None:
     if limit < settings.subscribers + 256:
         raise BenchError(f"RLIMIT_NOFILE is {limit}: too low for {settings.subscribers} sockets")
     with Stack(workers=2, app="support.schemas:schema") as stack:
-        # Ticker.broadcast in this process publishes through a broker made from REDIS_URL.
-        os.environ["REDIS_URL"] = stack.env["REDIS_URL"]
         report.fanout = uvloop.run(
             run_fanout(
                 f"ws://127.0.0.1:{stack.port}/graphql",
+                redis_url=stack.env["REDIS_URL"],
                 subscribers=settings.subscribers,
                 events=settings.events,
                 group=FANOUT_GROUP,

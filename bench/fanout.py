@@ -168,6 +168,7 @@ async def _until(awaitable: Coroutine[Any, Any, Any], tally: Tally, timeout_s: f
 async def run_fanout(
     url: str,
     *,
+    redis_url: str,
     subscribers: int,
     events: int,
     group: str,
@@ -178,9 +179,14 @@ async def run_fanout(
     """Connect ``subscribers``, wait until the workers count them all (``active_subscriptions``),
     send one untimed probe every subscriber must receive, then ``events`` timed broadcasts with
     at most ``window`` of them not yet delivered to everyone."""
-    from service.subscriptions.runtime import close_owned_broker
+    from service.broker import make_broker
+    from service.subscriptions import Fanout
     from support.schemas import Ticker
 
+    # One publishing connection for the whole run: a Fanout attached to this loop is what
+    # Ticker.broadcast publishes through (without it, each broadcast would connect anew).
+    publisher = Fanout(make_broker(redis_url))
+    await publisher.start()
     query = f'subscription {{ ticker(group: "{group}") {{ value }} }}'
     tally = Tally(subscribers, events, window)
     clients: list[ClientConnection] = []
@@ -219,7 +225,7 @@ async def run_fanout(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(ws.close() for ws in clients), return_exceptions=True)
-        await close_owned_broker()
+        await publisher.close()
 
     wall_s = tally.last_receipt - started
     ordered = sorted(tally.latencies_s)
