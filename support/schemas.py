@@ -73,6 +73,7 @@ class Mutation(graphene.ObjectType):
 
 # --- Subscription-class fixtures (server-side fanout) -------------------------------------------
 
+SUBSCRIBED: list[str | None] = []  # groups whose subscribe() ran
 UNSUBSCRIBED: list[dict[str, Any]] = []
 PUBLISHING: list[int] = []  # values whose publish() has started, in order
 
@@ -87,6 +88,7 @@ class Ticker(Subscription):
 
     @staticmethod
     def subscribe(root: Any, info: Any, group: str | None = None) -> list[str]:
+        SUBSCRIBED.append(group)
         return [group] if group else []
 
     @staticmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from graphql import ExecutionResult, GraphQLSchema, create_source_event_stream, execute
@@ -209,14 +209,13 @@ class Engine:
             return request_failure(formatted, operation_type, ErrorCode.BAD_USER_INPUT)
         return Outcome({"data": result.data, "errors": formatted}, operation_type)
 
-
     async def subscribe(
         self,
         cached: CachedDocument,
         variables: dict[str, Any] | None,
         operation_name: str | None,
         context: Any,
-    ) -> Outcome | AsyncIterator[Outcome]:
+    ) -> Outcome | ResponseStream:
         """Start a subscription (GraphQL spec section 6.2.3, CreateSourceEventStream).
 
         Returns an ``Outcome`` when the subscription could not start (errors), else an async
@@ -233,27 +232,67 @@ class Engine:
         )
         if isinstance(source, ExecutionResult):
             return self.finish(source, "subscription", context)
-        return self._events(source, cached, variables, operation_name, context)
+        return ResponseStream(self, source, cached, variables, operation_name, context)
 
-    async def _events(
+
+class ResponseStream:
+    """MapSourceToResponseEvent (GraphQL spec section 6.2.3.2): one ``Outcome`` per source event,
+    each executed with the engine's middleware.
+
+    ``aclose()`` closes the source stream whether or not an event was ever read (an async
+    generator closed before its first step would skip its ``finally``, and a subscription whose
+    connection ended while it was starting would never leave its groups). A source may expose
+    ``sent_at`` (unix seconds its current event was broadcast); it is copied into the Outcome.
+    """
+
+    __slots__ = ("cached", "closed", "context", "engine", "operation_name", "source", "variables")
+
+    def __init__(
         self,
+        engine: Engine,
         source: Any,
         cached: CachedDocument,
         variables: dict[str, Any] | None,
         operation_name: str | None,
         context: Any,
-    ) -> AsyncIterator[Outcome]:
+    ) -> None:
+        self.engine = engine
+        self.source = source
+        self.cached = cached
+        self.variables = variables
+        self.operation_name = operation_name
+        self.context = context
+        self.closed = False
+
+    def __aiter__(self) -> ResponseStream:
+        return self
+
+    async def __anext__(self) -> Outcome:
+        if self.closed:
+            raise StopAsyncIteration
         try:
-            async for event in source:
-                outcome = self.execute(
-                    cached, "subscription", variables, operation_name, context, root_value=event
-                )
-                if not isinstance(outcome, Outcome):
-                    outcome = await outcome
-                # A source stream may say when its current event was broadcast.
-                outcome.sent_at = getattr(source, "sent_at", None)
-                yield outcome
-        finally:
-            closer = getattr(source, "aclose", None)
-            if closer is not None:
-                await closer()
+            event = await self.source.__anext__()
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+        outcome = self.engine.execute(
+            self.cached,
+            "subscription",
+            self.variables,
+            self.operation_name,
+            self.context,
+            root_value=event,
+        )
+        if not isinstance(outcome, Outcome):
+            outcome = await outcome
+        outcome.sent_at = getattr(self.source, "sent_at", None)
+        return outcome
+
+    async def aclose(self) -> None:
+        """Close the source stream (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        closer = getattr(self.source, "aclose", None)
+        if closer is not None:
+            await closer()

@@ -16,7 +16,6 @@ A token with ``exp`` closes the socket with 4403 at ``exp + JWT_LEEWAY_S``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
@@ -358,6 +357,14 @@ class WSSession:
             # Queries and mutations: their whole time; subscriptions: the time to set up.
             self.recorder.duration(kind, name, time.perf_counter() - t0)
             if stream is not None:
+                task = asyncio.current_task()
+                if self.closed or (task is not None and task.cancelling()):
+                    # The connection ended while the subscription was starting. Code below us
+                    # (a broker's network I/O) can swallow the cancellation meant for this task,
+                    # so the session's own state decides: close the stream (it leaves its groups
+                    # and runs `unsubscribed`) instead of waiting for events nobody will read.
+                    await _close_stream(stream)
+                    raise asyncio.CancelledError
                 status = await self._pump(op_id, stream)
         except asyncio.CancelledError:
             status = "cancelled"
@@ -427,7 +434,14 @@ class WSSession:
                 self.apply(self.machine.error(op_id, [exc.formatted]))  # type: ignore[list-item]
                 return "error"
         finally:
-            with contextlib.suppress(Exception):
-                await stream.aclose()
+            await _close_stream(stream)
         self.apply(self.machine.complete(op_id))
         return "complete"
+
+
+async def _close_stream(stream: Any) -> None:
+    """Close a subscription's event stream; its own errors are logged, never raised."""
+    try:
+        await stream.aclose()
+    except Exception:
+        log.exception("closing a subscription stream failed")

@@ -230,7 +230,9 @@ class SubscriptionStream:
                 await self.broker.join(key, self._on_message)
                 self.keys.append(key)
         except BaseException:
-            await self._leave()
+            # Cancelled (the connection ended) or the broker failed: `subscribe` ran, so
+            # leave what was joined and run `unsubscribed`, as for any other end.
+            await self.aclose()
             raise
         self.joined = True
         self.recorder.subscriptions(1)
