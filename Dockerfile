@@ -55,7 +55,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/graphql-service
 
-# The metrics listener (METRICS_PORT); requests reach the workers through the sockets volume.
+# The metrics endpoint (METRICS_PORT, served by the arbiter); requests reach the workers through the sockets volume.
 EXPOSE 9400
 
 # Liveness without curl: every slot socket must answer GET /healthz with 200.

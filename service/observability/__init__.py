@@ -1,5 +1,5 @@
-"""Observability: structured logs (``logging``) and the Prometheus listener (``metrics_listener``).
+"""Observability: structured logs (``logging``), metrics (``metrics``) and their exposition.
 
-The metric definitions live in ``service.metrics``. Import the submodules directly; this package
-imports nothing so that the supervisor can configure logging without loading the engine.
+Import the submodules directly: this package imports nothing, so the supervisor can configure
+logging and serve the exposition without defining metrics of its own (``exposition``).
 """

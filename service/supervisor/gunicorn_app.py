@@ -1,5 +1,6 @@
 """The supervisor: gunicorn's arbiter with our worker class and hooks (no home-made process
-manager). gunicorn binds no listeners itself: each worker binds its own slot socket."""
+manager). gunicorn binds no listeners itself: each worker binds its own slot socket. The
+arbiter serves the Prometheus endpoint for all workers (``hooks.when_ready``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ class Supervisor(BaseApplication):
             "proc_name": "graphql-service",
             "control_socket_disable": True,
             "pre_fork": hooks.pre_fork,
+            "post_fork": hooks.post_fork,
+            "when_ready": hooks.when_ready,
+            "on_exit": hooks.on_exit,
             "on_reload": hooks.on_reload,
             "child_exit": hooks.child_exit,
             "on_starting": hooks.on_starting,

@@ -1,8 +1,10 @@
-"""gunicorn arbiter hooks: stable worker slots, reload handover, metrics cleanup.
+"""gunicorn arbiter hooks: stable worker slots, reload handover, the metrics endpoint.
 
-They run in the arbiter process. A slot is the lowest ``k`` in ``0..N-1`` not held by a live,
-non-retiring worker, so a replacement for a dead worker takes the dead worker's slot and a HUP
-reload's new generation takes slots ``0..N-1`` again while the old one drains.
+They run in the arbiter process, except ``post_fork`` (in the new worker). A slot is the lowest
+``k`` in ``0..N-1`` not held by a live, non-retiring worker, so a replacement for a dead worker
+takes the dead worker's slot and a HUP reload's new generation takes slots ``0..N-1`` again while
+the old one drains. The arbiter serves the metrics endpoint for all workers
+(``service.observability.exposition``): started once in ``when_ready``, before the first fork.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import shutil
 import signal
 from typing import Any
+
+from service.settings import Settings
 
 
 def pre_fork(arbiter: Any, worker: Any) -> None:
@@ -26,6 +30,17 @@ def pre_fork(arbiter: Any, worker: Any) -> None:
         slot += 1
     worker.slot = slot
     worker.retiring = False
+
+
+def post_fork(arbiter: Any, worker: Any) -> None:
+    """In the new worker: close its copy of the arbiter's metrics socket, so that only the
+    arbiter holds the metrics port (a worker never accepts a scrape, and a worker outliving the
+    arbiter does not keep the port)."""
+    server = getattr(arbiter, "metrics_server", None)
+    if server is not None:
+        from service.observability.exposition import close_inherited_socket
+
+        close_inherited_socket(server)
 
 
 def on_reload(arbiter: Any) -> None:
@@ -53,3 +68,20 @@ def on_starting(arbiter: Any) -> None:
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
+
+
+def when_ready(arbiter: Any) -> None:
+    """Start the metrics endpoint once, in the arbiter, before the first worker is forked."""
+    from service.observability.exposition import start_metrics_server
+
+    arbiter.metrics_server = start_metrics_server(Settings.from_env())
+
+
+def on_exit(arbiter: Any) -> None:
+    """The arbiter is exiting: stop the metrics endpoint and release its port."""
+    server = getattr(arbiter, "metrics_server", None)
+    arbiter.metrics_server = None
+    if server is not None:
+        from service.observability.exposition import stop_metrics_server
+
+        stop_metrics_server(server)

@@ -9,22 +9,45 @@ Lifecycle (gunicorn calls these in the forked child):
    hook), keep accepting until the successor has renamed its socket over the slot path, so the
    path always has a listener. Then stop accepting, finish in-flight requests within
    ``graceful_timeout``, exit. SIGQUIT/SIGINT: stop at once.
+4. HUP, USR1, TTIN, TTOU, WINCH: the arbiter's commands (reload, reopen logs, scale, stop
+   daemonized workers). A worker only logs that it ignored one: the fork copied the arbiter's
+   Python handlers, so ``init_signals`` first resets every signal the arbiter handles (and
+   CHLD). USR1, which the arbiter forwards to its workers, has no log file to reopen: logs go
+   to stderr.
 
-Slots are assigned in the arbiter (``hooks.pre_fork``); gunicorn has no worker ids.
+Slots are assigned in the arbiter (``hooks.pre_fork``); gunicorn has no worker ids. The arbiter
+serves ``/metrics`` for all workers (``service.observability.exposition``); a worker only counts
+itself in ``graphql_workers_alive`` once its slot socket is bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
 from typing import Any
 
+from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
 from service.settings import Settings
+
+log = logging.getLogger("service.supervisor.worker")
+
+#: Signals meant for the arbiter that a worker receives by mistake (or, for USR1, forwarded by
+#: the arbiter's log reopening): ignored until the loop runs, then a logged no-op.
+STRAY_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH)
+_WHY_IGNORED = {
+    signal.SIGUSR1: "logs go to stderr, no file to reopen",
+}
+
+
+def _ignore_stray_signals() -> None:
+    for sig in STRAY_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class GraphQLWorker(Worker):
@@ -33,16 +56,21 @@ class GraphQLWorker(Worker):
     slot: int = 0
 
     def init_signals(self) -> None:
-        # The loop installs its own handlers in run(); until then, default TERM/INT behaviour.
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        # fork() copied the arbiter's Python handlers: in a worker they would queue signals for
+        # an arbiter loop that does not run here. Start from the defaults for all of them.
+        for sig in (*Arbiter.SIGNALS, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        # The loop installs the worker's handlers in _main(); until then TERM, INT and QUIT
+        # stop the worker (default action), USR2 and the stray signals are ignored (the
+        # default action of TTIN/TTOU would stop the process, of HUP/USR1 terminate it).
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        _ignore_stray_signals()
 
     def load_wsgi(self) -> None:
         import uvloop
 
+        from service.observability.exposition import set_worker_alive
         from service.observability.logging import configure_logging
-        from service.observability.metrics_listener import set_worker_alive, start_metrics_listener
         from service.server.application import build_worker_server
 
         self.settings = Settings.from_env()
@@ -54,7 +82,6 @@ class GraphQLWorker(Worker):
         self.quick = False
         self.server = build_worker_server(self.settings, self.slot, self)
         self.loop.run_until_complete(self.server.start())
-        self.metrics_server = self.loop.run_until_complete(start_metrics_listener(self.settings))
         set_worker_alive()
         self.log.info(
             "worker slot %s listening on %s", self.slot, self.settings.slot_path(self.slot)
@@ -67,6 +94,8 @@ class GraphQLWorker(Worker):
             with contextlib.suppress(Exception):
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+            # The closed loop's handlers stay installed: ignore stray signals plainly again.
+            _ignore_stray_signals()
         sys.exit(0)
 
     def _on_term(self) -> None:
@@ -81,12 +110,22 @@ class GraphQLWorker(Worker):
     def _on_handover(self) -> None:
         self.handover = True
 
+    def _on_stray_signal(self, sig: signal.Signals) -> None:
+        log.info(
+            "worker ignored %s (%s)",
+            sig.name,
+            _WHY_IGNORED.get(sig, f"a command for the arbiter, pid {self.ppid}"),
+            extra={"signal": sig.name},
+        )
+
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._on_term)
         loop.add_signal_handler(signal.SIGINT, self._on_quit)
         loop.add_signal_handler(signal.SIGQUIT, self._on_quit)
         loop.add_signal_handler(signal.SIGUSR2, self._on_handover)
+        for sig in STRAY_SIGNALS:
+            loop.add_signal_handler(sig, self._on_stray_signal, sig)
         interval = max(0.2, min(1.0, float(self.timeout) / 2))
         while not self.stop_event.is_set():
             self.notify()
@@ -95,8 +134,6 @@ class GraphQLWorker(Worker):
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), interval)
-        if self.metrics_server is not None:
-            self.metrics_server.close()
         if self.quick:
             await self.server.close(0)
             return

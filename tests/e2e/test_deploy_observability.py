@@ -125,7 +125,7 @@ def test_every_alert_is_tested_firing_and_quiet() -> None:
     assert quiet == ALERTS
 
 
-def test_prometheus_scrapes_the_metrics_listener() -> None:
+def test_prometheus_scrapes_the_metrics_endpoint() -> None:
     config = load_yaml(PROMETHEUS / "prometheus.yml")
     assert config["global"]["scrape_interval"] == "15s"
     assert config["rule_files"] == ["alerts.yml"]

@@ -26,7 +26,7 @@ def stack() -> Iterator[Stack]:
 
 
 def scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """``{(sample name, sorted labels): value}`` from the workers' metrics listener."""
+    """``{(sample name, sorted labels): value}`` from the supervisor's metrics endpoint."""
     conn = http.client.HTTPConnection("127.0.0.1", stack.metrics_port, timeout=10)
     try:
         conn.request("GET", "/metrics")
