@@ -1,4 +1,4 @@
-"""A redis-server of a test's own (to stop and restart it), and polling with a deadline."""
+"""A redis-server of a test's own: to stop, restart, freeze (SIGSTOP) and thaw it."""
 
 from __future__ import annotations
 
@@ -6,21 +6,11 @@ import asyncio
 import contextlib
 import shutil
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from support.polling import apoll_until
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], timeout_s: float = 10.0, what: str = "condition"
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not met within {timeout_s} s")
-        await asyncio.sleep(0.02)
 
 
 class OwnRedis:
@@ -55,7 +45,7 @@ class OwnRedis:
             )
         finally:
             log.close()
-        await eventually(self._pong, timeout_s=10, what=f"redis-server on port {self.port}")
+        await apoll_until(self._pong, timeout_s=10, what=f"redis-server on port {self.port}")
 
     async def _pong(self) -> bool:
         assert self.proc is not None

@@ -4,7 +4,7 @@ Each broker (one per worker) holds ONE pub/sub connection for receiving and one 
 connection for ``PUBLISH``. Group ``g`` is the channel ``channel_prefix + g``.
 
 Receiving. A reader task owns the pub/sub connection's receiving side and calls the local
-callbacks of each message's group, in arrival order. ``join`` and ``leave`` send ``SUBSCRIBE`` /
+callbacks of each message's group, in arrival order. ``join`` and ``leave`` write ``SUBSCRIBE`` /
 ``UNSUBSCRIBE`` on that connection and the reader resolves their confirmations, so ``join``
 returns once Redis has confirmed the subscription: a publish right after it is delivered.
 
@@ -14,13 +14,17 @@ one pipeline at a time: events published while a pipeline is in flight go togeth
 three times the throughput of one ``PUBLISH`` round trip per event. Events from one publisher
 arrive in the order it published them.
 
-Connection loss. The reader notices a dropped connection (EOF, error, or no reply to a PING sent
-after ``ping_interval_s`` of silence within another ``ping_interval_s``), then reconnects with
-exponential backoff (``backoff_initial_s`` doubling to ``backoff_max_s``, each delay jittered to
-50-100 %), resubscribes every group that has local subscribers, increments
-``graphql_broker_reconnects_total`` and logs a warning with the length of the gap. Local
-registrations survive the gap; events published during it are lost (pub/sub is at most once).
-While Redis is down:
+Connection loss. The pub/sub client runs redis-py's health check
+(``health_check_interval=ping_interval_s``): after that long without a byte from Redis,
+``get_message`` sends a PING and swallows the reply. redis-py does not notice a PING left
+unanswered, so the reader does: silence for another ``ping_interval_s`` means a hung server. That,
+or a dropped connection (EOF, error), ends the connection, and the reader's connection loop, a
+redis-py ``Retry`` with no limit and ``DecorrelatedJitterBackoff``, pauses (``backoff_initial_s``
+first, then at random up to three times the last pause, at most ``backoff_max_s``), reconnects
+and subscribes every group that has local subscribers. Once Redis has confirmed those, the
+broker logs a warning with the length of the gap and calls ``on_reconnect(gap_s)``: once per
+outage. Local registrations survive the gap; events published during it are lost (pub/sub is at
+most once). While Redis is down:
 
 - ``publish`` raises ``BrokerUnavailable`` (refused connections fail at once; a hung server
   after ``socket_timeout_s``, at most twice that for events queued behind a hung pipeline): an
@@ -28,8 +32,14 @@ While Redis is down:
 - ``join`` registers locally and returns without waiting; the reader subscribes on reconnect;
 - ``start`` does not fail: it logs a warning and the reader keeps trying.
 
-redis-py's own retries are disabled on these connections so that every loss goes through the
-reader's reconnect (and is counted), and ``publish`` fails fast instead of retrying.
+Why the connection loop is ours rather than redis-py's own reconnection (redis-py 8.1): given a
+``Retry`` that retries, a ``PubSub`` reconnects and resubscribes by itself inside
+``get_message`` (``PubSub._execute`` and ``on_connect``) and then reads on. Nothing outside sees
+when the outage began, so it could be neither timed nor told from a fresh start, and ``join``,
+running in another task, would wait out the outage or reconnect the same connection at the same
+time. So commands on both connections run with redis-py's retries off: a failed read reaches the
+reader (after the one reconnection attempt redis-py makes regardless; the reader replaces that
+connection), and a failed ``PUBLISH`` reaches its caller at once instead of being sent again.
 """
 
 from __future__ import annotations
@@ -37,25 +47,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import redis
 import redis.asyncio
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
+from redis.backoff import DecorrelatedJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry as SyncRetry
 
-from service import metrics
 from service.broker import codec
 from service.broker.base import Broker, BrokerUnavailable, Callback, LocalSubscribers
 
@@ -127,7 +136,11 @@ def publish_sync(
 
 
 class RedisBroker(Broker):
-    """Fanout across processes and hosts through Redis pub/sub."""
+    """Fanout across processes and hosts through Redis pub/sub.
+
+    ``on_reconnect(gap_s)``, if given, is called in the event loop after each reconnection
+    (resubscriptions confirmed) with the seconds since the connection was lost; it must not block.
+    """
 
     def __init__(
         self,
@@ -141,6 +154,7 @@ class RedisBroker(Broker):
         backoff_max_s: float = 2.0,
         close_timeout_s: float = 2.0,
         max_batch: int = 512,
+        on_reconnect: Callable[[float], None] | None = None,
     ) -> None:
         self._url = url
         self._safe_url = redact_url(url)
@@ -149,10 +163,9 @@ class RedisBroker(Broker):
         self._connect_timeout_s = connect_timeout_s
         self._socket_timeout_s = socket_timeout_s
         self._ping_interval_s = ping_interval_s
-        self._backoff_initial_s = backoff_initial_s
-        self._backoff_max_s = backoff_max_s
         self._close_timeout_s = close_timeout_s
         self._max_batch = max_batch
+        self._on_reconnect = on_reconnect
         self._subscribers = LocalSubscribers()
         # PUBLISH goes through its own client, one batch (pipeline) at a time; the pub/sub
         # connection comes from a second client.
@@ -169,6 +182,15 @@ class RedisBroker(Broker):
         self._tasks: set[asyncio.Task[None]] = set()
         self._first_attempt = asyncio.Event()
         self._closed = False
+        # The reader's pauses between connection attempts. Decorrelated jitter keeps its state
+        # in the backoff (the last pause), which ``reset()`` clears once connected. redis-py
+        # 8.1's ExponentialBackoff and EqualJitterBackoff instead compute ``base * 2**failures``
+        # from the count of one ``call_with_retry``, which here spans the broker's life: it
+        # would never go back to the short pause, and overflows after ~1000 failures.
+        self._backoff = DecorrelatedJitterBackoff(cap=backoff_max_s, base=backoff_initial_s)
+        self._up = False  # connected, resubscriptions confirmed
+        self._retrying = False  # an attempt failed since the last successful connection
+        self._down_since: float | None = None  # loop time an established connection was lost
 
     @property
     def channel_prefix(self) -> str:
@@ -189,9 +211,10 @@ class RedisBroker(Broker):
         options: dict[str, Any] = {
             "socket_connect_timeout": self._connect_timeout_s,
             "socket_timeout": self._socket_timeout_s,
-            # Every loss goes through our reconnect (counted, logged); publish fails fast.
+            # No command is retried (see the module docstring): with retries, redis-py 8.1
+            # sends a failed PUBLISH again (Redis.execute_command), a duplicate if Redis had
+            # run it, and reconnects the pub/sub connection inside get_message.
             "retry": AsyncRetry(NoBackoff(), 0),
-            "health_check_interval": 0,
             # RESP2: the classic pub/sub wire format, spoken by every Redis version.
             "protocol": 2,
             # With maintenance notifications on (redis-py's default with RESP3), the pool skips
@@ -200,7 +223,9 @@ class RedisBroker(Broker):
             "maint_notifications_config": MaintNotificationsConfig(enabled=False),
         }
         self._publisher = redis.asyncio.Redis.from_url(self._url, **options)
-        self._receiver = redis.asyncio.Redis.from_url(self._url, **options)
+        self._receiver = redis.asyncio.Redis.from_url(
+            self._url, health_check_interval=self._ping_interval_s, **options
+        )
         self._flusher = asyncio.create_task(self._flush(), name="broker-redis-publisher")
         self._flusher.add_done_callback(self._task_done)
         self._reader = asyncio.create_task(self._run(), name="broker-redis-reader")
@@ -280,7 +305,7 @@ class RedisBroker(Broker):
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(key, deque()).append(waiter)
             try:
-                await pubsub.subscribe(channel)
+                await self._write(pubsub, "SUBSCRIBE", channel)
             except _IO_ERRORS as exc:
                 # The connection broke; the reader reconnects and subscribes every local group.
                 logger.info("broker: SUBSCRIBE %s failed (%s); deferred to reconnect", channel, exc)
@@ -305,10 +330,25 @@ class RedisBroker(Broker):
         if pubsub is None or group in self._subscribers:
             return
         try:
-            await pubsub.unsubscribe(self._prefix + group)
+            await self._write(pubsub, "UNSUBSCRIBE", self._prefix + group)
         except _IO_ERRORS as exc:
             # On reconnect the reader subscribes only groups that have local subscribers.
             logger.info("broker: UNSUBSCRIBE %s%s failed: %s", self._prefix, group, exc)
+
+    @staticmethod
+    async def _write(pubsub: PubSub, *command: str) -> None:
+        """Write a (UN)SUBSCRIBE on the pub/sub connection; the reader reads the confirmation.
+
+        Written on the connection rather than through ``PubSub.subscribe``: in redis-py 8.1 that
+        PINGs and reads the reply itself when a health check is due and the PubSub has no
+        channel yet (a second read racing the reader's), and after a failed write reconnects
+        from the caller's task (``PubSub._execute``). Here a failed write only closes the
+        connection, and the reader reconnects.
+        """
+        connection: AbstractConnection | None = pubsub.connection
+        if connection is None or not connection.is_connected:
+            raise RedisConnectionError("the pub/sub connection is closed")
+        await connection.send_command(*command, check_health=False)
 
     def _forget_waiter(self, key: bytes, waiter: asyncio.Future[bool]) -> None:
         pending = self._waiters.get(key)
@@ -405,74 +445,84 @@ class RedisBroker(Broker):
 
     # -- the reader ------------------------------------------------------------------------
 
-    def _backoff_s(self, failures: int) -> float:
-        delay = min(self._backoff_max_s, self._backoff_initial_s * 2 ** min(failures, 30))
-        return delay * random.uniform(0.5, 1.0)
-
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        failures = 0
-        down_since: float | None = None  # loop time an established connection was lost
-        while not self._closed:
-            try:
-                pubsub = await self._connect()
-            except _IO_ERRORS as exc:
-                if failures == 0:
-                    logger.warning(
-                        "broker: cannot connect to Redis at %s: %s; retrying", self._safe_url, exc
-                    )
-            except Exception:
-                logger.exception("broker: unexpected error connecting to %s", self._safe_url)
-            else:
-                failures = 0
-                if down_since is None:
-                    logger.info("broker: connected to Redis at %s", self._safe_url)
-                else:
-                    metrics.BROKER_RECONNECTS.inc()
-                    logger.warning(
-                        "broker: reconnected to Redis at %s after a %.3f s gap; resubscribed %d "
-                        "group(s); events published during the gap were not received",
-                        self._safe_url,
-                        loop.time() - down_since,
-                        len(self._subscribers.groups()),
-                    )
-                self._first_attempt.set()
-                try:
-                    await self._receive(pubsub)
-                except _IO_ERRORS as exc:
-                    logger.warning(
-                        "broker: lost the Redis pub/sub connection to %s: %s; reconnecting",
-                        self._safe_url,
-                        exc,
-                    )
-                except Exception:
-                    logger.exception("broker: reader failed; reconnecting")
-                finally:
-                    await self._drop(pubsub)
-                down_since = loop.time()
-            self._first_attempt.set()
-            await asyncio.sleep(self._backoff_s(failures))
-            failures += 1
+        # No retry limit; any RedisError (a refused connection, a hang, an error reply to
+        # SUBSCRIBE) means: pause, then a new connection. _session returns only once closed.
+        retry = AsyncRetry(self._backoff, -1, supported_errors=(RedisError,))
+        await retry.call_with_retry(self._session, self._failed)
 
-    async def _connect(self) -> PubSub:
-        """A connected pub/sub with every local group subscribed (confirmations pending)."""
+    async def _session(self) -> None:
+        """One pub/sub connection: connect, resubscribe, dispatch until it fails (raises)."""
+        if self._closed:
+            return
         assert self._receiver is not None
         pubsub = self._receiver.pubsub()
         try:
-            await pubsub.connect()
-            # From here, join and leave talk to this connection; the snapshot below is taken in
-            # the same step, so no group falls between the two.
-            self._pubsub = pubsub
-            channels = [self._prefix + group for group in sorted(self._subscribers.groups())]
-            loop = asyncio.get_running_loop()
-            for channel in channels:
-                self._waiters.setdefault(channel.encode(), deque()).append(loop.create_future())
-            if channels:
-                await pubsub.subscribe(*channels)
-        except BaseException:
+            pending = await self._connect(pubsub)
+            self._first_attempt.set()
+            await self._receive(pubsub, pending)
+        except Exception as exc:
+            if isinstance(exc, RedisError):
+                raise
+            logger.exception("broker: reader failed; reconnecting")
+            raise RedisError(f"{type(exc).__name__}: {exc}") from exc  # the same pause and retry
+        finally:
             await self._drop(pubsub)
-            raise
-        return pubsub
+
+    async def _failed(self, error: Exception) -> None:
+        """``Retry``'s failure handler, before its pause: log the loss or the first failure."""
+        self._first_attempt.set()
+        if self._up:
+            self._up = False
+            self._down_since = asyncio.get_running_loop().time()
+            logger.warning(
+                "broker: lost the Redis pub/sub connection to %s: %s; reconnecting",
+                self._safe_url,
+                error,
+            )
+        elif not self._retrying:
+            logger.warning(
+                "broker: cannot connect to Redis at %s: %s; retrying", self._safe_url, error
+            )
+        self._retrying = True
+
+    async def _connect(self, pubsub: PubSub) -> set[bytes]:
+        """Connect ``pubsub`` and subscribe every local group; returns the channels sent."""
+        await pubsub.connect()
+        # From here, join and leave talk to this connection; the snapshot below is taken in the
+        # same step, so no group falls between the two.
+        self._pubsub = pubsub
+        channels = [self._prefix + group for group in sorted(self._subscribers.groups())]
+        keys = {channel.encode() for channel in channels}
+        loop = asyncio.get_running_loop()
+        for key in keys:
+            self._waiters.setdefault(key, deque()).append(loop.create_future())
+        if channels:
+            await self._write(pubsub, "SUBSCRIBE", *channels)
+        return keys
+
+    def _connected(self, resubscribed: int) -> None:
+        """Every resubscription is confirmed: the outage, if any, is over."""
+        self._backoff.reset()
+        self._up = True
+        self._retrying = False
+        down_since, self._down_since = self._down_since, None
+        if down_since is None:
+            logger.info("broker: connected to Redis at %s", self._safe_url)
+            return
+        gap_s = asyncio.get_running_loop().time() - down_since
+        logger.warning(
+            "broker: reconnected to Redis at %s after a %.3f s gap; resubscribed %d group(s); "
+            "events published during the gap were not received",
+            self._safe_url,
+            gap_s,
+            resubscribed,
+        )
+        if self._on_reconnect is not None:
+            try:
+                self._on_reconnect(gap_s)
+            except Exception:
+                logger.exception("broker: the on_reconnect callback failed")
 
     async def _drop(self, pubsub: PubSub) -> None:
         if self._pubsub is pubsub:
@@ -483,29 +533,37 @@ class RedisBroker(Broker):
         except Exception as exc:
             logger.debug("broker: closing the pub/sub connection: %s", exc)
 
-    async def _receive(self, pubsub: PubSub) -> None:
-        """Dispatch messages until the connection fails (raises) or the task is cancelled."""
+    async def _receive(self, pubsub: PubSub, pending: set[bytes]) -> None:
+        """Dispatch messages until the connection fails (raises) or the broker closes.
+
+        ``pending``: the channels subscribed on connecting, until Redis confirms them.
+        """
         loop = asyncio.get_running_loop()
         interval = self._ping_interval_s
-        last_rx = loop.time()
-        pinged = False
+        started = loop.time()
+        resubscribed = len(pending)
+        if not pending:
+            self._connected(resubscribed)
         while not self._closed:
-            connection = pubsub.connection
+            connection: AbstractConnection | None = pubsub.connection
             if connection is None or not connection.is_connected:
+                # Checked first: redis-py would reconnect a closed connection in get_message.
                 raise RedisConnectionError("the pub/sub connection was closed")
-            idle = loop.time() - last_rx
-            if pinged and idle >= 2 * interval:
+            # redis-py moves next_health_check to ``interval`` after the last reply it read,
+            # and get_message PINGs once past it; but a PING that goes unanswered goes
+            # unnoticed there (a read with a timeout just returns None), so the deadline is ours.
+            silent = loop.time() - max(started, connection.next_health_check - interval)
+            if silent >= 2 * interval:
                 raise RedisTimeoutError(f"no reply to PING within {interval:.1f} s")
-            if not pinged and idle >= interval:
-                await pubsub.ping()
-                pinged = True
-            wait_s = (2 * interval if pinged else interval) - idle
+            wait_s = (interval if silent <= interval else 2 * interval) - silent
             message = await pubsub.get_message(timeout=max(wait_s, 0.001))
             if message is None:
                 continue
-            last_rx = loop.time()
-            pinged = False
             self._handle(message)
+            if pending and message["type"] == "subscribe":
+                pending.discard(message["channel"])
+                if not pending:
+                    self._connected(resubscribed)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

@@ -48,6 +48,9 @@ class Recorder(Protocol):
     def notification_dropped(self) -> None:
         """One notification dropped because a subscriber's queue was full."""
 
+    def broker_reconnected(self, gap_s: float) -> None:
+        """The fanout broker reconnected after ``gap_s`` seconds without its backend."""
+
 
 class NullRecorder:
     """A ``Recorder`` that records nothing."""
@@ -79,4 +82,7 @@ class NullRecorder:
         pass
 
     def notification_dropped(self) -> None:
+        pass
+
+    def broker_reconnected(self, gap_s: float) -> None:
         pass

@@ -98,7 +98,7 @@ def asgi_app(
     core = HTTPCore(engine, get_context=get_context, path=path)
     connect = ConnectApp(engine, settings, get_context=get_context, on_connect=on_connect)
     fanout = Fanout(
-        make_broker(settings.redis_url or None),
+        make_broker(settings.redis_url or None, on_reconnect=recorder.broker_reconnected),
         queue_limit=settings.notification_queue_limit,
         recorder=recorder,
     )

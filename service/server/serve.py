@@ -354,7 +354,7 @@ def build_server(
         log_operation=log_operation,
     )
     fanout = Fanout(
-        make_broker(settings.redis_url or None),
+        make_broker(settings.redis_url or None, on_reconnect=recorder.broker_reconnected),
         queue_limit=settings.notification_queue_limit,
         recorder=recorder,
     )

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import Counter, Gauge, Histogram
 from ruamel.yaml import YAML
 
-from service import metrics
+from service.observability import metrics
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def targets(board: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]
 
 
 def exported_types() -> dict[str, str]:
-    """Scraped family name -> type, for the metrics service/metrics.py defines."""
+    """Scraped family name -> type, for the metrics service/observability/metrics.py defines."""
     types = {}
     for value in vars(metrics).values():
         if isinstance(value, Counter | Gauge | Histogram):
