@@ -90,20 +90,35 @@ class DocumentCache:
 
     def get(self, query: str) -> CachedDocument:
         """Return the prepared document for ``query``, preparing it on a miss."""
+        entry = self.peek(query)
+        if entry is None:
+            entry = self.store(query, self.prepare(query))
+        return entry
+
+    def peek(self, query: str) -> CachedDocument | None:
+        """The cached entry for ``query`` (a hit moves it to the young end), or ``None``. Counts
+        the lookup as a hit or a miss."""
         entries = self._entries
         entry = entries.get(query)
         if entry is not None:
             entries.move_to_end(query)
-            self.recorder.cache_lookup(True)
-            return entry
-        self.recorder.cache_lookup(False)
-        entry = self._prepare(query)
+        self.recorder.cache_lookup(entry is not None)
+        return entry
+
+    def store(self, query: str, entry: CachedDocument) -> CachedDocument:
+        """Keep ``entry`` for ``query``, evicting the least recently used beyond ``size``."""
+        entries = self._entries
         entries[query] = entry
         if len(entries) > self.size:
             entries.popitem(last=False)
         return entry
 
-    def _prepare(self, query: str) -> CachedDocument:
+    def prepare(self, query: str) -> CachedDocument:
+        """Parse, check the limits and validate ``query``; never raises for client input.
+
+        Touches no shared state, so it may run in another thread (``Engine`` prepares large new
+        documents off the event loop).
+        """
         try:
             document = parse(query, max_tokens=self.limits.max_tokens)
         except GraphQLError as exc:

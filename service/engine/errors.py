@@ -45,7 +45,6 @@ def default_exception_handler(exc: BaseException, context: Any) -> dict[str, Any
     return None
 
 
-
 def call_handler(
     exc: BaseException, context: Any, handler: ExceptionHandler | None
 ) -> dict[str, Any] | None:

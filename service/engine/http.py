@@ -29,7 +29,7 @@ import orjson
 
 from service.engine import errors as codes
 from service.engine.context import user_sub
-from service.engine.executor import Engine, Outcome
+from service.engine.executor import Engine, Outcome, Prepared
 from service.protocols.codes import ErrorCode
 from service.protocols.http import (
     APPLICATION_JSON,
@@ -225,9 +225,33 @@ class HTTPCore:
     def _run(
         self, request: HTTPRequest, params: GraphQLParams, media: str, t0: float
     ) -> HTTPResponse | Awaitable[HTTPResponse]:
+        prepared = self.engine.prepare(params.query, params.operation_name)
+        if isinstance(prepared, tuple):
+            return self._run_prepared(request, params, media, t0, prepared)
+        return self._prepared_later(request, params, media, t0, prepared)
+
+    async def _prepared_later(
+        self,
+        request: HTTPRequest,
+        params: GraphQLParams,
+        media: str,
+        t0: float,
+        pending: Awaitable[Prepared],
+    ) -> HTTPResponse:
+        response = self._run_prepared(request, params, media, t0, await pending)
+        return response if isinstance(response, HTTPResponse) else await response
+
+    def _run_prepared(
+        self,
+        request: HTTPRequest,
+        params: GraphQLParams,
+        media: str,
+        t0: float,
+        prepared: Prepared,
+    ) -> HTTPResponse | Awaitable[HTTPResponse]:
         engine = self.engine
         name = params.operation_name
-        cached, operation_type, failure = engine.prepare(params.query, name)
+        cached, operation_type, failure = prepared
         if failure is not None:
             if failure.error_code == ErrorCode.DOCUMENT_TOO_LARGE:
                 return self.reject(

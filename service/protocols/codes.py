@@ -42,6 +42,7 @@ class ErrorCode(enum.StrEnum):
     QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
     TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
     TOO_MANY_FIELDS = "TOO_MANY_FIELDS"
+    TOO_MANY_DEFINITIONS = "TOO_MANY_DEFINITIONS"  # operations and fragments per document
     OPERATION_TIMEOUT = "OPERATION_TIMEOUT"
     # Who may do what.
     UNAUTHENTICATED = "UNAUTHENTICATED"  # 401

@@ -205,6 +205,7 @@ def asgi_app(
                 await ensure_fanout()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                engine.close()
                 await fanout.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -174,9 +174,10 @@ class Server:
     """Listening sockets, the connections they accepted, and what those connections use.
 
     A reader sees here what a worker is made of: the request ``handler`` (health routes plus
-    the GraphQL-over-HTTP core), the WebSocket upgrade hook, the subscription ``fanout`` (started
-    before listening, closed after the connections), the ``recorder`` of metrics, the request
-    ``ids``, and, once started, the deadline ``sweeper`` on the server's loop.
+    the GraphQL-over-HTTP core), the ``engine`` they run, the WebSocket upgrade hook, the
+    subscription ``fanout`` (started before listening, closed after the connections), the
+    ``recorder`` of metrics, the request ``ids``, and, once started, the deadline ``sweeper``
+    on the server's loop.
     """
 
     def __init__(
@@ -185,6 +186,7 @@ class Server:
         settings: Settings,
         listen: Sequence[Mapping[str, Any]],
         *,
+        engine: Engine,
         fanout: Fanout,
         recorder: Recorder | None = None,
         websocket: WebSocketHandler | None = None,
@@ -195,6 +197,7 @@ class Server:
         self.handler = handler
         self.settings = settings
         self.listen = _check_listen(listen)
+        self.engine = engine
         self.fanout = fanout
         self.recorder: Recorder = recorder or NullRecorder()
         self.ids = RequestIds()
@@ -299,6 +302,7 @@ class Server:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         if self.sweeper is not None:
             self.sweeper.close()
+        self.engine.close()
         await self.fanout.close()
         for hook in self.on_close:
             try:
@@ -362,6 +366,7 @@ def build_server(
         ServiceApp(core, ready_check, identity),
         settings,
         listen,
+        engine=engine,
         fanout=fanout,
         recorder=recorder,
         websocket=make_websocket_handler(connect, path),

@@ -384,7 +384,10 @@ class WSSession:
         engine = self.engine
         name = payload.get("operationName")
         variables = payload.get("variables")
-        cached, kind, failure = engine.prepare(payload["query"], name)
+        prepared = engine.prepare(payload["query"], name)
+        if not isinstance(prepared, tuple):
+            prepared = await prepared
+        cached, kind, failure = prepared
         if failure is not None:
             self.apply(self.machine.error(op_id, failure.body["errors"]))
             return kind, "rejected", None
