@@ -69,6 +69,8 @@ class Settings:
     ws_keepalive_s: float = 12.0
     ws_transport_ping: bool = False
     confirm_subscriptions: bool = False
+    # Bytes a WebSocket may be sent while its client is not reading before it is closed (1008).
+    ws_max_unread_bytes: int = 1_048_576
     # Run each connection's operations one at a time, in arrival order.
     ws_strict_ordering: bool = False
     notification_queue_limit: int = 1000

@@ -35,6 +35,8 @@ from service.subscriptions.fanout import Fanout
 
 #: How long a closing WebSocket waits for its operations to unwind.
 UNWIND_TIMEOUT_S = 5.0
+#: Text waiting for the ASGI server above which a WebSocket session holds its results back.
+OUTBOX_HIGH_WATER_BYTES = 65_536
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -150,19 +152,47 @@ def asgi_app(
         await ensure_fanout()
         await send({"type": "websocket.accept", "subprotocol": chosen})
         outbox: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
+        # Flow control: text waiting for the ASGI server's send(). Over OUTBOX_HIGH_WATER_BYTES
+        # the session holds results back; over ws_max_unread_bytes the client is not reading
+        # and the socket is closed with 1008, as on the native transport.
+        backlog = 0
+        dropped = False
 
         def send_text(text: str) -> None:
+            nonlocal backlog, dropped
+            if dropped:
+                return
+            backlog += len(text)
+            if backlog > settings.ws_max_unread_bytes:
+                dropped = True
+                reason = f"not reading: over {settings.ws_max_unread_bytes} bytes waiting"
+                outbox.put_nowait(
+                    {
+                        "type": "websocket.close",
+                        "code": int(CloseCode.PolicyViolation),
+                        "reason": reason,
+                    }
+                )
+                session.connection_lost()
+                return
+            if backlog > OUTBOX_HIGH_WATER_BYTES:
+                session.writable.clear()
             outbox.put_nowait({"type": "websocket.send", "text": text})
 
         def close(code: int, reason: str) -> None:
-            outbox.put_nowait({"type": "websocket.close", "code": code, "reason": reason})
+            if not dropped:
+                outbox.put_nowait({"type": "websocket.close", "code": code, "reason": reason})
 
         async def writer() -> None:
+            nonlocal backlog
             while True:
                 item = await outbox.get()
                 await send(item)
                 if item["type"] == "websocket.close":
                     return
+                backlog -= len(item["text"])
+                if backlog <= OUTBOX_HIGH_WATER_BYTES:
+                    session.writable.set()
 
         session = WSSession(
             connect,

@@ -7,8 +7,10 @@ What it does, and where:
   ``100 Continue`` once the headers pass the limits, or with 413 before the body is sent.
 - Limits: total header bytes (431), body bytes (413), a read timeout from the first byte of a
   request to its end (408) and an idle keep-alive timeout (silent close).
-- Flow control: reading pauses while the transport's write buffer is over its high-water mark
-  (``pause_writing``) and while too many pipelined requests wait.
+- Flow control: while the transport's write buffer is over its high-water mark
+  (``pause_writing``), reading pauses and no further pipelined request is answered, so a client
+  that sends but never reads makes the worker buffer at most one response beyond the mark;
+  reading also pauses while ``MAX_PIPELINE`` requests wait.
 - A client that disconnects mid-request cancels that request's task.
 - ``Upgrade: websocket`` requests are handed to the WebSocket handler with the bytes after them.
 
@@ -209,6 +211,8 @@ class HTTPProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self._set_reading()
+        if not self.busy:
+            self._next()  # pipelined requests held back while the client was not reading
 
     def _set_reading(self) -> None:
         want_pause = self.write_paused or len(self.queue) >= MAX_PIPELINE
@@ -342,7 +346,9 @@ class HTTPProtocol(asyncio.Protocol):
 
     # --- responding ---------------------------------------------------------------------------
     def _next(self) -> None:
-        while self.queue and not self.busy and self.transport is not None:
+        # While the client does not read (the write buffer is over its high-water mark), the
+        # next pipelined request waits: at most one response sits in the buffer beyond the mark.
+        while self.queue and not self.busy and not self.write_paused and self.transport is not None:
             request, keep_alive, t0 = self.queue.popleft()
             self._set_reading()
             try:

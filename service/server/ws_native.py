@@ -48,6 +48,9 @@ class NativeWebSocket(asyncio.Protocol):
         self.ping_timer: asyncio.TimerHandle | None = None
         self.awaiting_pong = False
         self.pings_sent = 0
+        # Flow control: bytes written since the transport last went over its high-water mark.
+        self.write_paused = False
+        self.unread_bytes = 0
 
     def start(self, trailing: bytes) -> None:
         target = self.request.path + (
@@ -167,10 +170,19 @@ class NativeWebSocket(asyncio.Protocol):
         self.transport = None
 
     def pause_writing(self) -> None:
+        """The client is not reading fast enough: stop reading its frames (no more pings to
+        answer, no more operations to start) and hold the session's results back."""
+        self.write_paused = True
+        self.unread_bytes = 0
+        if self.transport is not None:
+            self.transport.pause_reading()
         if self.session is not None:
             self.session.writable.clear()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
         if self.session is not None:
             self.session.writable.set()
 
@@ -182,12 +194,33 @@ class NativeWebSocket(asyncio.Protocol):
         for chunk in self.ws.data_to_send():
             if chunk:
                 transport.write(chunk)
+                if self.write_paused:
+                    self.unread_bytes += len(chunk)
             else:
                 transport.close()
                 return
+        if self.unread_bytes > self.app.settings.ws_max_unread_bytes:
+            self._drop_slow_reader()
+            return
         if self.ws.close_expected() and self.close_timer is None:
             loop = asyncio.get_running_loop()
             self.close_timer = loop.call_later(CLOSE_TIMEOUT_S, self._abort)
+
+    def _drop_slow_reader(self) -> None:
+        """More than ``WS_MAX_UNREAD_BYTES`` were written while the client was not reading:
+        close with 1008 (policy violation) and drop the connection rather than buffer more."""
+        limit = self.app.settings.ws_max_unread_bytes
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(
+                CloseCode.PolicyViolation, f"not reading: over {limit} bytes waiting to be sent"
+            )
+            for chunk in self.ws.data_to_send():
+                if chunk and self.transport is not None:
+                    self.transport.write(chunk)
+        if self.session is not None:
+            self.session.connection_lost()
+        if self.transport is not None:
+            self.transport.abort()
 
     def _abort(self) -> None:
         if self.transport is not None:

@@ -345,6 +345,9 @@ class WSSession:
         kind = "unknown"
         status = "cancelled"
         try:
+            if not self.writable.is_set():
+                # The client is not reading: start nothing that would add to its backlog.
+                await self.writable.wait()
             self.recorder.inflight(1)
             try:
                 if self.strict is not None:

@@ -70,15 +70,23 @@ class FakeClock:
 
 
 class FakeTransport:
-    """Records writes and flow-control calls; ``closed`` once the protocol closed it."""
+    """Records writes and flow-control calls; ``closed`` once the protocol closed it.
 
-    def __init__(self, peer: Any = ("127.0.0.1", 5000)) -> None:
+    With ``high_water`` set it behaves like an asyncio transport whose peer reads nothing: the
+    bytes written stay buffered, ``protocol.pause_writing()`` is called when they first exceed
+    the mark, and ``drain()`` (the peer reads everything) calls ``resume_writing()``.
+    """
+
+    def __init__(self, peer: Any = ("127.0.0.1", 5000), high_water: int | None = None) -> None:
         self.written = bytearray()
         self.closed = False
         self.aborted = False
         self.reading = True
         self.protocol: Any = None
         self.peer = peer
+        self.high_water = high_water
+        self.buffered = 0
+        self.paused = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.peer if name == "peername" else default
@@ -86,6 +94,21 @@ class FakeTransport:
     def write(self, data: bytes) -> None:
         assert not self.closed, "write after close"
         self.written += data
+        if self.high_water is not None:
+            self.buffered += len(data)
+            if self.buffered > self.high_water and not self.paused:
+                self.paused = True
+                self.protocol.pause_writing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def drain(self) -> None:
+        """The peer read everything buffered."""
+        self.buffered = 0
+        if self.paused:
+            self.paused = False
+            self.protocol.resume_writing()
 
     def close(self) -> None:
         self.closed = True

@@ -37,14 +37,15 @@ class Echo:
 
 
 def connect(
-    handler: Any = None, **overrides: Any
+    handler: Any = None, high_water: int | None = None, **overrides: Any
 ) -> tuple[HTTPProtocol, FakeTransport, FakeClock, Any]:
     clock = FakeClock()
     settings = Settings(**overrides)
     handler = handler or Echo()
     sweeper = DeadlineSweeper(cast(asyncio.AbstractEventLoop, clock), settings)
     protocol = HTTPProtocol(handler, settings, set(), sweeper, RequestIds())
-    transport = FakeTransport()
+    transport = FakeTransport(high_water=high_water)
+    transport.protocol = protocol
     protocol.connection_made(cast(asyncio.Transport, transport))
     return protocol, transport, clock, handler
 
@@ -136,3 +137,19 @@ async def test_client_disconnect_cancels_its_request() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
     assert handler.cancelled == 1
+
+
+async def test_a_client_that_does_not_read_gets_one_response_beyond_the_mark() -> None:
+    """Pipelined requests wait while the write buffer is over its high-water mark: a client
+    that sends and never reads makes the worker buffer one response past the mark, not all."""
+    big = "/" + "x" * 5000
+    protocol, transport, _, _handler = connect(high_water=8192)
+    protocol.data_received(b"".join(get(big) for _ in range(10)))
+    assert len(statuses(transport.written)) == 2  # the second one crossed the mark
+    assert transport.buffered < 8192 + 2 * 6000
+    assert not transport.reading
+    transport.drain()
+    assert len(statuses(transport.written)) == 4
+    for _ in range(10):
+        transport.drain()
+    assert len(statuses(transport.written)) == 10 and transport.reading

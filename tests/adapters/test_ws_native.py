@@ -1,0 +1,79 @@
+"""The native WebSocket adapter against a fake transport: a client that sends but never reads
+cannot make the worker buffer without bound (issue: 200k pings grew a worker by 52 MB)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
+
+from service.engine.executor import Engine
+from service.engine.http import HTTPRequest
+from service.server.ws_native import NativeWebSocket
+from service.server.ws_session import ConnectApp
+from service.settings import Settings
+from support.schemas import schema
+from tests.adapters.fakes import FakeTransport
+
+
+class FakeHTTP:
+    """What ``NativeWebSocket`` takes over from the HTTP protocol."""
+
+    def __init__(self, transport: FakeTransport) -> None:
+        self.transport = transport
+        self.connections: set[Any] = set()
+
+
+def upgrade(**overrides: Any) -> tuple[NativeWebSocket, FakeTransport, ClientProtocol]:
+    settings = Settings(redis_url="", ws_keepalive_s=0, **overrides)
+    app = ConnectApp(Engine(schema, settings), settings)
+    client = ClientProtocol(parse_uri("ws://test/graphql"), subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+    handshake = client.connect()
+    headers = {name.lower(): value for name, value in handshake.headers.raw_items()}
+    request = HTTPRequest("GET", "/graphql", "", headers, b"", "test", "req-1")
+    transport = FakeTransport(high_water=65_536)
+    ws = NativeWebSocket(app, FakeHTTP(transport), request, "/graphql")
+    transport.protocol = ws
+    ws.start(b"")
+    client.receive_data(transport.take())
+    assert client.events_received()[0].status_code == 101  # type: ignore[union-attr]
+    transport.drain()
+    return ws, transport, client
+
+
+def frames(client: ClientProtocol, *texts: str) -> bytes:
+    for text in texts:
+        client.send_text(text.encode())
+    return b"".join(client.data_to_send())
+
+
+async def test_a_client_that_never_reads_is_closed_with_1008() -> None:
+    ws, transport, client = upgrade(ws_max_unread_bytes=200_000)
+    ws.data_received(frames(client, json.dumps({"type": "connection_init"})))
+    await asyncio.sleep(0)
+    # Pings the client never reads the pongs of, until the transport is over its mark.
+    ping = json.dumps({"type": "ping", "payload": {"pad": "x" * 200}})
+    for _ in range(2000):
+        if transport.closed:
+            break
+        ws.data_received(frames(client, *[ping] * 50))
+    assert transport.closed and transport.aborted
+    assert transport.buffered < 65_536 + 200_000 + 50 * 300  # bounded: no more than one batch
+    client.receive_data(transport.take())
+    closes = [
+        e for e in client.events_received() if isinstance(e, Frame) and e.opcode is Opcode.CLOSE
+    ]
+    assert closes and closes[-1].data[:2] == (1008).to_bytes(2, "big")
+
+
+async def test_reading_pauses_while_the_client_is_not_reading() -> None:
+    ws, transport, _client = upgrade()
+    ws.pause_writing()
+    assert not transport.reading
+    assert ws.session is not None and not ws.session.writable.is_set()
+    ws.resume_writing()
+    assert transport.reading and ws.session.writable.is_set()
