@@ -42,6 +42,10 @@ class Settings:
     workers: int = 2
     socket_dir: str = "/tmp"
     graceful_timeout_s: float = 20.0
+    # On a reload (HUP): old workers keep their WebSockets this long, then close them with 1012
+    # spread over ws_reload_spread_s. Both must fit in graceful_timeout_s.
+    ws_reload_drain_s: float = 10.0
+    ws_reload_spread_s: float = 5.0
     worker_timeout_s: float = 30.0
     port: int = 8080
     metrics_host: str = "127.0.0.1"

@@ -25,8 +25,9 @@ from service.engine.errors import ExceptionHandler
 from service.engine.executor import Engine
 from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPResponse, RequestIds
 from service.engine.recorder import NullRecorder, Recorder
+from service.protocols.codes import CloseCode
 from service.server.native import DeadlineSweeper, HTTPProtocol, RequestLogger, WebSocketHandler
-from service.server.ws_native import make_websocket_handler
+from service.server.ws_native import NativeWebSocket, make_websocket_handler
 from service.server.ws_session import ConnectApp
 from service.settings import Settings
 from service.subscriptions.fanout import Fanout
@@ -159,6 +160,7 @@ class ConnectionSet(set[Any]):
         super().__init__()
         self.empty = asyncio.Event()
         self.empty.set()
+        self.changed = asyncio.Event()  # set whenever one goes away
 
     def add(self, item: Any) -> None:
         super().add(item)
@@ -166,6 +168,7 @@ class ConnectionSet(set[Any]):
 
     def discard(self, item: object) -> None:
         super().discard(item)
+        self.changed.set()
         if not self:
             self.empty.set()
 
@@ -261,6 +264,12 @@ class Server:
     def __await__(self) -> Any:
         return self.start().__await__()
 
+    async def _websockets_gone(self, websockets: list[Any]) -> None:
+        """Return once every one of ``websockets`` has closed (their clients left)."""
+        while any(ws.transport is not None for ws in websockets):
+            self.connections.changed.clear()
+            await self.connections.changed.wait()
+
     def stop_accepting(self) -> None:
         """Close the listeners and remove our own unix socket files (not a successor's)."""
         for server in self.servers:
@@ -271,21 +280,54 @@ class Server:
                     os.unlink(path)
         self.unix_paths.clear()
 
-    async def close(self, timeout_s: float | None = None) -> None:
-        """Stop accepting, let in-flight requests finish within ``timeout_s`` (default: the
-        graceful timeout), then close what is left and run the ``on_close`` hooks."""
+    async def close(
+        self,
+        timeout_s: float | None = None,
+        *,
+        websocket_drain_s: float = 0.0,
+        websocket_spread_s: float = 0.0,
+        websocket_code: int = CloseCode.GoingAway,
+    ) -> None:
+        """Stop accepting, let in-flight work finish within ``timeout_s`` (default: the
+        graceful timeout), then close what is left and run the ``on_close`` hooks.
+
+        HTTP connections close once their response in progress is sent. WebSockets keep
+        running (subscriptions keep delivering) for ``websocket_drain_s`` seconds, then are
+        closed with ``websocket_code`` (1001 Going Away on a stop; the supervisor's reload uses
+        1012 Service Restart), spread evenly over ``websocket_spread_s`` seconds so their
+        clients do not all reconnect at the same moment. Whatever is still open at the end of
+        ``timeout_s`` is aborted.
+        """
         if self.closed:
             return
         self.closed = True
         self.handler.draining = True
         self.stop_accepting()
+        loop = asyncio.get_running_loop()
         grace = self.settings.graceful_timeout_s if timeout_s is None else timeout_s
+        deadline = loop.time() + grace
         owned: set[asyncio.Future[Any]] = set()
+        websockets: list[Any] = []
         for conn in list(self.connections):
             owned.update(conn.pending_tasks())
-            conn.shutdown()
+            if isinstance(conn, NativeWebSocket):
+                websockets.append(conn)
+            else:
+                conn.shutdown()
+        drain = min(websocket_drain_s, grace)
+        if websockets and drain > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._websockets_gone(websockets), drain)
+        open_ws = [ws for ws in websockets if ws.transport is not None]
+        spread = max(0.0, min(websocket_spread_s, deadline - loop.time() - 1.0))
+        for i, ws in enumerate(open_ws):
+            delay = spread * i / len(open_ws) if spread > 0 else 0.0
+            if delay > 0:
+                loop.call_later(delay, ws.shutdown, websocket_code)
+            else:
+                ws.shutdown(websocket_code)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connections.empty.wait(), grace)
+            await asyncio.wait_for(self.connections.empty.wait(), max(0.0, deadline - loop.time()))
         for conn in list(self.connections):
             owned.update(conn.pending_tasks())
             if conn.transport is not None:

@@ -242,9 +242,11 @@ class NativeWebSocket(asyncio.Protocol):
         """The session's operation and background tasks that have not finished."""
         return [] if self.session is None else self.session.pending()
 
-    def shutdown(self) -> None:
+    def shutdown(self, code: int = CloseCode.GoingAway) -> None:
+        """Close with ``code`` (1001 Going Away by default, 1012 Service Restart on a reload);
+        the session's operations end."""
         if self.session is not None:
-            self.session.shutdown()
+            self.session.shutdown(code=code)
         elif self.transport is not None:
             self.transport.close()
 

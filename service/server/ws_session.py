@@ -195,9 +195,14 @@ class WSSession:
     def receive_bytes(self, data: bytes) -> None:
         self.apply(self.machine.receive_bytes(data, self.loop.time()))
 
-    def shutdown(self, reason: str = "server shutting down") -> None:
-        """Close with 1001 (going away); operations are cancelled."""
-        self.apply(self.machine.close(CloseCode.GoingAway, reason))
+    def shutdown(self, reason: str | None = None, code: int = CloseCode.GoingAway) -> None:
+        """The server closes the connection: ``code`` 1001 (going away) by default, 1012
+        (service restart) on a reload; operations are cancelled."""
+        if reason is None:
+            reason = (
+                "server restarting" if code == CloseCode.ServiceRestart else "server shutting down"
+            )
+        self.apply(self.machine.close(code, reason))
 
     def connection_lost(self) -> None:
         """The transport is gone, however it went (close frame, reset, EOF, shutdown): cancel

@@ -33,6 +33,7 @@ from typing import Any
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
+from service.protocols.codes import CloseCode
 from service.settings import Settings
 
 log = logging.getLogger("service.supervisor.worker")
@@ -74,7 +75,7 @@ class GraphQLWorker(Worker):
         from service.server.application import build_worker_server
 
         self.settings = Settings.from_env()
-        configure_logging(self.settings, slot=self.slot)
+        self.logs = configure_logging(self.settings, slot=self.slot)
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.handover = False
@@ -137,9 +138,28 @@ class GraphQLWorker(Worker):
         if self.quick:
             await self.server.close(0)
             return
-        if self.handover:
-            await self._wait_for_successor()
-        await self.server.close(self.settings.graceful_timeout_s)
+        heartbeat = asyncio.create_task(self._heartbeat(interval))
+        try:
+            if self.handover:
+                # A reload: the successor takes new connections; this worker keeps delivering
+                # to its WebSockets for the drain, then closes them with 1012, spread out.
+                await self._wait_for_successor()
+                await self.server.close(
+                    self.settings.graceful_timeout_s,
+                    websocket_drain_s=self.settings.ws_reload_drain_s,
+                    websocket_spread_s=self.settings.ws_reload_spread_s,
+                    websocket_code=CloseCode.ServiceRestart,
+                )
+            else:
+                await self.server.close(self.settings.graceful_timeout_s)
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, interval: float) -> None:
+        """Keep telling the arbiter this worker lives while it drains."""
+        while True:
+            self.notify()
+            await asyncio.sleep(interval)
 
     async def _wait_for_successor(self) -> None:
         """Keep serving until the slot path holds a successor's socket (bounded wait)."""
