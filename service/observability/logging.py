@@ -1,11 +1,19 @@
 """Logs: one line per event, the same renderer for structlog and the stdlib ``logging`` module.
 
-``configure_logging(settings, slot=k)`` sets up two paths that end in the same renderer:
-- structlog loggers (our hot paths: the request line, WebSocket operation lines) are native
-  structlog filtering loggers that render and write to stderr directly, without the stdlib;
+``logs = configure_logging(settings, slot=k)`` sets up two paths that end in the same renderer
+and returns a ``Logs`` object, the only handle callers need:
+- ``logs.request_logger()`` and ``logs.ws_operation_logger()`` (our hot paths: the request line,
+  WebSocket operation lines) are native structlog filtering loggers built from that call's
+  processors; they render and write to stderr directly, without the stdlib;
 - stdlib records (gunicorn, asyncio, ``logging.getLogger("service.*")``) reach a handler on the
   root logger whose ``structlog.stdlib.ProcessorFormatter`` runs the same processors, including
-  the record's ``extra`` fields.
+  the record's ``extra`` fields. ``structlog.get_logger()`` loggers use the same processors too.
+
+The root handler and structlog's own configuration (``structlog.configure``) are process-wide
+by design of the stdlib and of structlog; calling ``configure_logging`` again (a worker after
+fork, now with its ``slot``) replaces both. This module keeps no state of its own: the slot is
+fixed in the processors each call builds, and the pid is read per line, so a forked child that
+logs through the arbiter's setup before configuring its own still shows its own pid.
 
 Every line carries ``timestamp`` (ISO 8601, UTC), ``level``, ``event``, ``logger``, ``pid`` and,
 in a supervised worker, ``slot``. ``log_format="json"``: one JSON object per line, exceptions as
@@ -25,7 +33,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, MutableMapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import orjson
 import structlog
@@ -45,37 +53,48 @@ LEVELS = {
 }
 FORMATS = ("json", "console")
 
-
-class _State:
-    """What every line needs from this process: its pid (refreshed after fork) and slot."""
-
-    __slots__ = ("pid", "slot", "ws_logger")
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.slot: int | None = None
-        self.ws_logger: Any = None
+RequestLogger = Callable[["HTTPRequest", "HTTPResponse", float], None]
 
 
-_state = _State()
+class WSOperationLogger(Protocol):
+    """Called once when a WebSocket operation ends (``status``: ``complete``, ``error`` or
+    ``cancelled``)."""
 
-
-def _after_fork() -> None:
-    _state.pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_after_fork)
+    def __call__(
+        self,
+        *,
+        request_id: str,
+        subprotocol: str,
+        op_id: str,
+        operation_type: str,
+        operation_name: str | None,
+        status: str,
+        duration_s: float,
+        user: str | None,
+    ) -> None: ...
 
 
 class _Handler(logging.StreamHandler[TextIO]):
     """The root handler ``configure_logging`` installs (and replaces when called again)."""
 
 
-def _add_process(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
-    event_dict["pid"] = _state.pid
-    if _state.slot is not None:
-        event_dict.setdefault("slot", _state.slot)
-    return event_dict
+class _AddProcess:
+    """``pid`` of the process writing the line, and ``slot`` when a supervised worker set one.
+
+    The pid is read per line (``os.getpid()``, one cheap system call) rather than fixed at
+    configuration: gunicorn's workers log through the arbiter's setup between fork and their own
+    ``configure_logging`` ("Booting worker ..."), and those lines must carry the worker's pid."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, slot: int | None) -> None:
+        self.slot = slot
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        event_dict["pid"] = os.getpid()
+        if self.slot is not None:
+            event_dict.setdefault("slot", self.slot)
+        return event_dict
 
 
 class _Timestamp:
@@ -147,28 +166,119 @@ def _renderer(settings: Settings) -> list[Any]:
     raise ValueError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}, got {settings.log_format!r}")
 
 
-def configure_logging(settings: Settings, *, slot: int | None = None) -> None:
-    """Route structlog and stdlib logging through one renderer on stderr. Idempotent: calling it
-    again (e.g. in a worker after fork, now with its ``slot``) replaces the earlier setup."""
+class Logs:
+    """What one ``configure_logging`` call set up: the loggers the server's hot paths call.
+
+    Built only by ``configure_logging``; a worker keeps the one it made after fork and hands it
+    to the server it builds."""
+
+    __slots__ = ("_processors", "_stream", "_wrapper_class", "settings", "slot")
+
+    def __init__(
+        self,
+        settings: Settings,
+        slot: int | None,
+        processors: list[Any],
+        wrapper_class: type[Any],
+        stream: TextIO,
+    ) -> None:
+        self.settings = settings
+        self.slot = slot
+        self._processors = processors
+        self._wrapper_class = wrapper_class
+        self._stream = stream
+
+    def logger(self, name: str, **initial_values: Any) -> Any:
+        """A structlog logger whose lines carry ``logger=name`` (then ``initial_values``),
+        rendered by this configuration's processors."""
+        return self._wrapper_class(
+            structlog.WriteLogger(self._stream),
+            processors=self._processors,
+            context={"logger": name, **initial_values},
+        )
+
+    def request_logger(self) -> RequestLogger:
+        """The function the transport calls after each HTTP response: one ``event="request"``
+        line (``error`` level for 5xx)."""
+        log = self.logger("service.request")
+        info = log.info
+        error = log.error
+
+        def log_request(request: HTTPRequest, response: HTTPResponse, duration_s: float) -> None:
+            status = response.status
+            fields: dict[str, Any] = {
+                "request_id": request.request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(duration_s * 1000.0, 3),
+                "operation_type": response.operation_type,
+                "operation_name": response.operation_name,
+                "remote": request.remote,
+            }
+            if response.user is not None:
+                fields["user"] = response.user
+            (error if status >= 500 else info)("request", **fields)
+
+        return log_request
+
+    def ws_operation_logger(self) -> WSOperationLogger:
+        """The function a WebSocket session calls when an operation ends: one
+        ``event="ws_operation"`` line."""
+        info = self.logger("service.ws").info
+
+        def log_ws_operation(
+            *,
+            request_id: str,
+            subprotocol: str,
+            op_id: str,
+            operation_type: str,
+            operation_name: str | None,
+            status: str,
+            duration_s: float,
+            user: str | None,
+        ) -> None:
+            fields: dict[str, Any] = {
+                "request_id": request_id,
+                "subprotocol": subprotocol,
+                "op_id": op_id,
+                "operation_type": operation_type,
+                "operation_name": operation_name,
+                "status": status,
+                "duration_ms": round(duration_s * 1000.0, 3),
+            }
+            if user is not None:
+                fields["user"] = user
+            info("ws_operation", **fields)
+
+        return log_ws_operation
+
+
+def configure_logging(settings: Settings, *, slot: int | None = None) -> Logs:
+    """Route structlog and stdlib logging through one renderer on stderr and return the
+    ``Logs`` for this setup. Calling it again (e.g. in a worker after fork, now with its
+    ``slot``) replaces the process-wide parts of the earlier setup: the root handler and
+    structlog's configuration; loggers from an earlier ``Logs`` keep that one's processors."""
     level = _level(settings)
     final = _renderer(settings)
-    _state.slot = slot
-    _state.pid = os.getpid()
+    stream = sys.stderr
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         _Timestamp(),
-        _add_process,
+        _AddProcess(slot),
     ]
+    processors: list[Any] = [
+        *shared,
+        _default_logger_name,
+        structlog.processors.StackInfoRenderer(),
+        *final,
+    ]
+    wrapper_class = structlog.make_filtering_bound_logger(level)
     structlog.configure(
-        processors=[
-            *shared,
-            _default_logger_name,
-            structlog.processors.StackInfoRenderer(),
-            *final,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        processors=processors,
+        wrapper_class=wrapper_class,
+        logger_factory=structlog.WriteLoggerFactory(stream),
         context_class=dict,
         cache_logger_on_first_use=False,
     )
@@ -180,7 +290,7 @@ def configure_logging(settings: Settings, *, slot: int | None = None) -> None:
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    handler = _Handler(sys.stderr)
+    handler = _Handler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
@@ -189,72 +299,16 @@ def configure_logging(settings: Settings, *, slot: int | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
-    _state.ws_logger = structlog.get_logger().bind(logger="service.ws")
+    return Logs(settings, slot, processors, wrapper_class, stream)
 
 
 def get_logger(name: str, **initial_values: Any) -> Any:
-    """A structlog logger whose lines carry ``logger=name``; it follows later reconfiguration."""
-    return structlog.get_logger(logger=name, **initial_values)
+    """A structlog logger whose lines carry ``logger=name``, rendered by the configuration
+    current when it is called (call it after ``configure_logging``; with a ``Logs`` at hand,
+    prefer ``logs.logger(name)``)."""
+    return structlog.get_logger().bind(logger=name, **initial_values)
 
 
 def clear_request_context() -> None:
     """Drop context variables bound during a request (``structlog.contextvars``)."""
     structlog.contextvars.clear_contextvars()
-
-
-def make_request_logger(
-    settings: Settings,
-) -> Callable[[HTTPRequest, HTTPResponse, float], None]:
-    """The function the transport calls after each HTTP response: one ``event="request"`` line
-    (``error`` level for 5xx). Call ``configure_logging`` first: the logger is bound once here."""
-    log = structlog.get_logger().bind(logger="service.request")
-    info = log.info
-    error = log.error
-
-    def log_request(request: HTTPRequest, response: HTTPResponse, duration_s: float) -> None:
-        status = response.status
-        fields: dict[str, Any] = {
-            "request_id": request.request_id,
-            "method": request.method,
-            "path": request.path,
-            "status": status,
-            "duration_ms": round(duration_s * 1000.0, 3),
-            "operation_type": response.operation_type,
-            "operation_name": response.operation_name,
-            "remote": request.remote,
-        }
-        if response.user is not None:
-            fields["user"] = response.user
-        (error if status >= 500 else info)("request", **fields)
-
-    return log_request
-
-
-def log_ws_operation(
-    *,
-    request_id: str,
-    subprotocol: str,
-    op_id: str,
-    operation_type: str,
-    operation_name: str | None,
-    status: str,
-    duration_s: float,
-    user: str | None,
-) -> None:
-    """One ``event="ws_operation"`` line when a WebSocket operation ends; ``status`` is
-    ``complete``, ``error`` or ``cancelled``."""
-    log = _state.ws_logger
-    if log is None:
-        log = _state.ws_logger = structlog.get_logger().bind(logger="service.ws")
-    fields: dict[str, Any] = {
-        "request_id": request_id,
-        "subprotocol": subprotocol,
-        "op_id": op_id,
-        "operation_type": operation_type,
-        "operation_name": operation_name,
-        "status": status,
-        "duration_ms": round(duration_s * 1000.0, 3),
-    }
-    if user is not None:
-        fields["user"] = user
-    log.info("ws_operation", **fields)

@@ -1,7 +1,8 @@
 """Log lines: JSON with the required fields, one renderer for structlog, stdlib and gunicorn.
 
-Each test runs its script in a fresh interpreter so the global logging setup it makes never
-leaks into other tests; the script's stderr is the log stream under test.
+Each test runs its script in a fresh interpreter so the process-wide setup it makes (the root
+handler, structlog's configuration) never leaks into other tests; the script's stderr is the log
+stream under test.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ PRELUDE = """
 import logging, os, sys
 import structlog
 from service.settings import Settings
-from service.observability.logging import (
-    clear_request_context, configure_logging, log_ws_operation, make_request_logger,
-)
+from service.engine.http import HTTPRequest, HTTPResponse
+from service.observability.logging import clear_request_context, configure_logging, get_logger
 """
 
 
@@ -106,9 +106,7 @@ def test_the_level_comes_from_settings() -> None:
 def test_request_line_fields() -> None:
     lines, _ = run(
         """
-        from service.engine.http import HTTPRequest, HTTPResponse
-        configure_logging(Settings(), slot=1)
-        log_request = make_request_logger(Settings())
+        log_request = configure_logging(Settings(), slot=1).request_logger()
         structlog.contextvars.bind_contextvars(stale="from an earlier request")
         clear_request_context()
         request = HTTPRequest(
@@ -149,7 +147,7 @@ def test_request_line_fields() -> None:
 def test_ws_operation_line() -> None:
     lines, _ = run(
         """
-        configure_logging(Settings(), slot=0)
+        log_ws_operation = configure_logging(Settings(), slot=0).ws_operation_logger()
         log_ws_operation(
             request_id="req-9", subprotocol="graphql-transport-ws", op_id="op-1",
             operation_type="subscription", operation_name="OnNote", status="cancelled",
@@ -170,6 +168,72 @@ def test_ws_operation_line() -> None:
     assert record["operation_type"] == "subscription"
     assert record["operation_name"] == "OnNote"
     assert record["duration_ms"] == 2000.0
+
+
+def test_the_latest_configuration_sets_the_slot() -> None:
+    lines, _ = run(
+        """
+        first = configure_logging(Settings(), slot=1)
+        logs = configure_logging(Settings(), slot=2)  # e.g. a worker given another slot
+        structlog.get_logger().info("native")
+        logging.getLogger("gunicorn.error").info("stdlib")
+        get_logger("service.named", key="value").info("named")
+        request = HTTPRequest("GET", "/healthz", "", {}, b"", request_id="req-3")
+        logs.request_logger()(request, HTTPResponse(200, [], b""), 0.001)
+        logs.ws_operation_logger()(
+            request_id="req-4", subprotocol="graphql-ws", op_id="1", operation_type="query",
+            operation_name=None, status="complete", duration_s=0.0, user=None,
+        )
+        # A Logs is a value: the loggers it hands out keep the slot of the call that made it.
+        first.request_logger()(request, HTTPResponse(200, [], b""), 0.001)
+        """
+    )
+    records = json_lines(lines)
+    assert [(r["event"], r["logger"], r["slot"]) for r in records] == [
+        ("native", "service", 2),
+        ("stdlib", "gunicorn.error", 2),
+        ("named", "service.named", 2),
+        ("request", "service.request", 2),
+        ("ws_operation", "service.ws", 2),
+        ("request", "service.request", 1),
+    ]
+    assert records[2]["key"] == "value"
+
+
+def test_a_forked_child_logs_its_own_pid() -> None:
+    lines, stdout = run(
+        """
+        configure_logging(Settings())  # the arbiter
+        logging.getLogger("gunicorn.error").info("arbiter")
+        child = os.fork()
+        if child == 0:
+            code = 1
+            try:
+                # Before its own configure_logging a worker logs through the arbiter's setup.
+                logging.getLogger("gunicorn.error").info("booting")
+                structlog.get_logger().info("booting native")
+                logs = configure_logging(Settings(), slot=7)
+                request = HTTPRequest("GET", "/graphql", "", {}, b"", request_id="req-5")
+                logs.request_logger()(request, HTTPResponse(200, [], b""), 0.001)
+                logging.getLogger("gunicorn.error").info("worker")
+                code = 0
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        print(os.getpid(), child)
+        """
+    )
+    parent, child = (int(pid) for pid in stdout.split())
+    records = {r["event"]: r for r in json_lines(lines)}
+    assert set(records) == {"arbiter", "booting", "booting native", "request", "worker"}
+    assert records["arbiter"]["pid"] == parent
+    for event in ("booting", "booting native", "request", "worker"):
+        assert records[event]["pid"] == child, event
+    for event in ("arbiter", "booting", "booting native"):
+        assert "slot" not in records[event], event
+    assert records["request"]["slot"] == records["worker"]["slot"] == 7
 
 
 def test_exceptions_are_structured_tracebacks_with_the_request_id() -> None:
