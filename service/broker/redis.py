@@ -1,7 +1,20 @@
 """Redis pub/sub fanout broker (redis.asyncio).
 
 Each broker (one per worker) holds ONE pub/sub connection for receiving and one more
-connection for ``PUBLISH``. Group ``g`` is the channel ``channel_prefix + g``.
+connection for publishing. Group ``g`` is the channel ``channel_prefix + g``, and its *log* is
+the Redis stream with the same name (keys and channels are separate namespaces).
+
+Publishing appends the event to the group's log and publishes it, atomically (one Lua script:
+``XADD <log> MAXLEN ~ LOG_MAX_EVENTS`` then ``PUBLISH <channel> "<log id> <event>"``; the log
+expires ``LOG_TTL_MS`` after its last event). Receiving remembers, per group with local
+subscribers, the log id of the last event delivered. After a reconnect, once the groups are
+subscribed again, the reader first replays each group's log after that id (``XRANGE``), then
+reads on; an event that arrives both ways is delivered once (ids only grow). So an event whose
+``publish`` returned reaches every process that was subscribed to its group before it was
+published and is still subscribed, across a Redis restart or a lost connection, in publish
+order and exactly once, as long as the log still holds it (the last ``LOG_MAX_EVENTS`` events of
+the group, for ``LOG_TTL_MS`` after the last one). A group joined during an outage starts at its
+first live event.
 
 Receiving. A reader task owns the pub/sub connection's receiving side and calls the local
 callbacks of each message's group, in arrival order. ``join`` and ``leave`` write ``SUBSCRIBE`` /
@@ -23,8 +36,8 @@ redis-py ``Retry`` with no limit and ``DecorrelatedJitterBackoff``, pauses (``ba
 first, then at random up to three times the last pause, at most ``backoff_max_s``), reconnects
 and subscribes every group that has local subscribers. Once Redis has confirmed those, the
 broker logs a warning with the length of the gap and calls ``on_reconnect(gap_s)``: once per
-outage. Local registrations survive the gap; events published during it are lost (pub/sub is at
-most once). While Redis is down:
+outage. Local registrations survive the gap; events published while this connection was down
+are replayed from the logs (see above). While Redis is down:
 
 - ``publish`` raises ``BrokerUnavailable`` (refused connections fail at once; a hung server
   after ``socket_timeout_s``, at most twice that for events queued behind a hung pipeline): an
@@ -78,6 +91,28 @@ _IO_ERRORS = (RedisError, OSError)
 # One queued PUBLISH: channel, wire bytes, and the future its caller awaits.
 _Outgoing = tuple[str, bytes, "asyncio.Future[int]"]
 
+#: Events kept per group for replay (approximate trim, ``XADD MAXLEN ~``) and how long a group's
+#: log lives after its last event.
+LOG_MAX_EVENTS = 10_000
+LOG_TTL_MS = 3_600_000
+
+#: Publish one event: append it to the group's log (a stream whose key is the channel's name;
+#: keys and channels are separate namespaces) and PUBLISH ``<log id> <event>`` on the channel,
+#: atomically. Returns the number of receiving processes.
+_PUBLISH_LUA = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return redis.call('PUBLISH', KEYS[1], id .. ' ' .. ARGV[1])
+"""
+
+EventId = tuple[int, int]
+
+
+def parse_event_id(raw: bytes) -> EventId:
+    """A stream id ``b"<ms>-<seq>"`` as a comparable pair."""
+    ms, _, seq = raw.partition(b"-")
+    return int(ms), int(seq)
+
 
 def redis_reachable(url: str, timeout_s: float = 2.0) -> str | None:
     """``None`` when a PING to ``url`` succeeds, else the reason."""
@@ -126,7 +161,9 @@ def publish_sync(
             retry=SyncRetry(NoBackoff(), 0),
         )
         try:
-            return int(client.publish(channel_prefix + group, data))
+            channel = channel_prefix + group
+            script = client.register_script(_PUBLISH_LUA)
+            return int(script(keys=[channel], args=[data, LOG_MAX_EVENTS, LOG_TTL_MS]))
         finally:
             client.close()
     except _IO_ERRORS as exc:
@@ -188,6 +225,10 @@ class RedisBroker(Broker):
         # from the count of one ``call_with_retry``, which here spans the broker's life: it
         # would never go back to the short pause, and overflows after ~1000 failures.
         self._backoff = DecorrelatedJitterBackoff(cap=backoff_max_s, base=backoff_initial_s)
+        # Per group with local subscribers: the log id of the last event delivered to them, so
+        # that a reconnect replays what was missed (XRANGE) and drops what arrives twice.
+        self._last_ids: dict[str, EventId] = {}
+        self._script: Any = None
         self._up = False  # connected, resubscriptions confirmed
         self._retrying = False  # an attempt failed since the last successful connection
         self._down_since: float | None = None  # loop time an established connection was lost
@@ -223,6 +264,7 @@ class RedisBroker(Broker):
             "maint_notifications_config": MaintNotificationsConfig(enabled=False),
         }
         self._publisher = redis.asyncio.Redis.from_url(self._url, **options)
+        self._script = self._publisher.register_script(_PUBLISH_LUA)
         self._receiver = redis.asyncio.Redis.from_url(
             self._url, health_check_interval=self._ping_interval_s, **options
         )
@@ -290,6 +332,7 @@ class RedisBroker(Broker):
     async def leave(self, group: str, callback: Callback) -> None:
         """Undo one join; the last local leaver sends ``UNSUBSCRIBE`` (not awaited to confirm)."""
         if self._subscribers.remove(group, callback):
+            self._last_ids.pop(group, None)
             await self._unsubscribe(group)
 
     def groups(self) -> frozenset[str]:
@@ -401,13 +444,16 @@ class RedisBroker(Broker):
 
     async def _send(self, batch: list[_Outgoing]) -> None:
         assert self._publisher is not None
+        script = self._script
         try:
             if len(batch) == 1:  # a plain command costs less than a pipeline of one
-                results = [await self._publisher.publish(batch[0][0], batch[0][1])]
+                channel, data, _ = batch[0]
+                results = [await script(keys=[channel], args=[data, LOG_MAX_EVENTS, LOG_TTL_MS])]
             else:
                 async with self._publisher.pipeline(transaction=False) as pipe:
+                    pipe.scripts.add(script)  # loaded first if Redis lost it (a restart)
                     for channel, data, _ in batch:
-                        pipe.publish(channel, data)
+                        pipe.evalsha(script.sha, 1, channel, data, LOG_MAX_EVENTS, LOG_TTL_MS)
                     results = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
             for _, _, sent in batch:
@@ -512,8 +558,8 @@ class RedisBroker(Broker):
             return
         gap_s = asyncio.get_running_loop().time() - down_since
         logger.warning(
-            "broker: reconnected to Redis at %s after a %.3f s gap; resubscribed %d group(s); "
-            "events published during the gap were not received",
+            "broker: reconnected to Redis at %s after a %.3f s gap; resubscribed %d group(s) "
+            "and replayed their logs",
             self._safe_url,
             gap_s,
             resubscribed,
@@ -563,22 +609,58 @@ class RedisBroker(Broker):
             if pending and message["type"] == "subscribe":
                 pending.discard(message["channel"])
                 if not pending:
+                    # Subscribed again: what was published while this connection was down is
+                    # in the groups' logs. Replay it before reading on; what pub/sub delivers
+                    # meanwhile waits in the socket and is dropped as a duplicate if replayed.
+                    await self._replay()
                     self._connected(resubscribed)
+
+    async def _replay(self) -> None:
+        """Deliver, for every group that has delivered before, the logged events after the last
+        one delivered (``XRANGE (last +``), in order, page by page."""
+        assert self._publisher is not None
+        for group, last in list(self._last_ids.items()):
+            key = self._prefix + group
+            start = f"({last[0]}-{last[1]}"
+            replayed = 0
+            while group in self._last_ids:
+                entries = await self._publisher.xrange(key, min=start, max="+", count=500)
+                for raw_id, fields in entries:
+                    self._deliver(group, raw_id, fields[b"e"])
+                    replayed += 1
+                if len(entries) < 500:
+                    break
+                start = "(" + entries[-1][0].decode()
+            if replayed:
+                logger.info("broker: replayed %d event(s) of %s from its log", replayed, group)
+
+    def _deliver(self, group: str, raw_id: bytes, data: bytes) -> None:
+        """Hand one logged event to the group's local callbacks, unless already delivered."""
+        callbacks = self._subscribers.callbacks(group)
+        if not callbacks:
+            return  # the last subscriber left; UNSUBSCRIBE is on its way
+        event_id = parse_event_id(raw_id)
+        last = self._last_ids.get(group)
+        if last is not None and event_id <= last:
+            return  # replayed already, or delivered before the reconnect
+        self._last_ids[group] = event_id
+        try:
+            event = codec.decode_envelope(data)
+        except ValueError as exc:
+            logger.warning("broker: dropped an event of %s: %s", group, exc)
+            return
+        LocalSubscribers.dispatch(callbacks, group, event.payload, event.sent_at)
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "message":
             channel: bytes = message["channel"]
             group = channel[len(self._prefix_bytes) :].decode()
-            callbacks = self._subscribers.callbacks(group)
-            if not callbacks:
-                return  # the last subscriber left; UNSUBSCRIBE is on its way
+            raw_id, _, data = message["data"].partition(b" ")
             try:
-                event = codec.decode_envelope(message["data"])
-            except ValueError as exc:
-                logger.warning("broker: dropped a message on %r: %s", channel, exc)
-                return
-            LocalSubscribers.dispatch(callbacks, group, event.payload, event.sent_at)
+                self._deliver(group, raw_id, data)
+            except ValueError:
+                logger.warning("broker: dropped a message without a log id on %r", channel)
         elif kind == "subscribe":
             key = message["channel"]
             pending = self._waiters.get(key)

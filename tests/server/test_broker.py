@@ -34,6 +34,7 @@ from service.broker import (
     make_broker,
     publish_sync,
 )
+from service.broker import redis as broker_redis
 from service.broker.redis import redact_url
 from support.polling import apoll_until
 from support.redisutil import OwnRedis
@@ -549,6 +550,7 @@ async def test_first_connection_to_a_late_redis_is_not_a_reconnect(
 async def publish_until_received(url: str, prefix: str, group: str, inbox: Inbox) -> None:
     """Publish from a separate client until ``inbox`` receives one of those events."""
     other = redis.asyncio.Redis.from_url(url)
+    publish = other.register_script(broker_redis._PUBLISH_LUA)  # what every publisher sends
     attempt = 0
 
     async def delivered() -> bool:
@@ -556,7 +558,7 @@ async def publish_until_received(url: str, prefix: str, group: str, inbox: Inbox
         attempt += 1
         data = codec.encode_envelope(group, f"ping-{attempt}", time.time())
         with contextlib.suppress(redis.RedisError):
-            await other.publish(prefix + group, data)
+            await publish(keys=[prefix + group], args=[data, 100, 60_000])
         try:
             await inbox.get(timeout_s=0.1)
         except TimeoutError:
