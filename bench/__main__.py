@@ -33,6 +33,7 @@ from bench import asgi_one, peers, ws_framing
 from bench.config import BenchSettings
 from bench.db import SEED_NOTES, seed_notes, seeded_database
 from bench.fanout import raise_nofile, run_fanout
+from bench.idle import hold_idle, worst_documents
 from bench.peers.schema import QUERY as PEER_QUERY
 from bench.peers.schema import answers, check_server
 from bench.procs import Child, graphql
@@ -283,6 +284,47 @@ def bench_peers(report: Report) -> None:
     report.notes["peers rounds"] = "; ".join(per_round)
 
 
+def read_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def bench_idle(report: Report) -> None:
+    """RSS per idle subscribed WebSocket in the workers, through nginx."""
+    n = report.settings.idle_connections
+    limit = raise_nofile(2 * n + 1024)
+    if limit < n + 512:
+        raise BenchError(f"RLIMIT_NOFILE is {limit}: too low for {n} sockets")
+    with Stack(workers=2, app="support.schemas:schema") as stack:
+        workers = sorted(stack.worker_pids())
+        before = sum(read_rss_kib(pid) for pid in workers)
+        opened, after = uvloop.run(
+            hold_idle(
+                f"ws://127.0.0.1:{stack.port}/graphql",
+                n,
+                lambda: sum(read_rss_kib(pid) for pid in workers),
+            )
+        )
+    per_connection = (after - before) / opened * 1024 if opened else 0.0
+    report.notes["idle"] = (
+        f"{opened} idle subscribed graphql-transport-ws connections through nginx to 2 workers: "
+        f"worker RSS {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB, "
+        f"{per_connection / 1024:.1f} KiB per connection"
+    )
+
+
+def bench_documents(report: Report) -> None:
+    """Preparation time of the most expensive documents within the limits."""
+    rows = worst_documents()
+    name, size, ms, verdict = rows[0]
+    report.notes["documents"] = f"slowest: {name}, {size} bytes, {ms:.1f} ms ({verdict})"
+    for name, size, ms, verdict in rows:
+        report.notes[f"document {name}"] = f"{size} bytes, {ms:.1f} ms, {verdict}"
+
+
 PARTS: dict[str, Callable[[Report], None]] = {
     "baseline": bench_baseline,
     "serve": bench_single,
@@ -290,6 +332,8 @@ PARTS: dict[str, Callable[[Report], None]] = {
     "nginx": bench_nginx,
     "fanout": bench_fanout,
     "ws": bench_ws_framing,
+    "idle": bench_idle,
+    "documents": bench_documents,
     "peers": bench_peers,
 }
 

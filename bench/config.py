@@ -19,6 +19,7 @@ class BenchSettings:
     threads: int = 2  # BENCH_THREADS: wrk -t
     connections: int = 50  # BENCH_CONNECTIONS: wrk -c
     subscribers: int = 1000  # BENCH_SUBSCRIBERS
+    idle_connections: int = 10_000  # BENCH_IDLE_CONNECTIONS: idle WebSockets held at once
     events: int = 200  # BENCH_EVENTS: timed broadcasts
     window: int = 1  # BENCH_WINDOW: broadcasts in flight (not yet received by every subscriber)
     peer_rounds: int = 3  # BENCH_PEER_ROUNDS: interleaved wrk runs per target in ``peers``
@@ -54,6 +55,7 @@ class BenchSettings:
             threads=int(read("BENCH_THREADS", int, d.threads)),
             connections=int(read("BENCH_CONNECTIONS", int, d.connections)),
             subscribers=int(read("BENCH_SUBSCRIBERS", int, d.subscribers)),
+            idle_connections=int(read("BENCH_IDLE_CONNECTIONS", int, d.idle_connections)),
             events=int(read("BENCH_EVENTS", int, d.events)),
             window=int(read("BENCH_WINDOW", int, d.window)),
             peer_rounds=int(read("BENCH_PEER_ROUNDS", int, d.peer_rounds)),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PARTS = ["baseline", "serve", "nginx", "fanout", "ws"]
+PARTS = ["baseline", "serve", "nginx", "fanout", "ws", "idle", "documents"]
 
 
 @pytest.mark.timeout(180)
@@ -24,6 +24,7 @@ def test_every_bench_part_runs(tmp_path: Path) -> None:
         "BENCH_CONNECTIONS": "4",
         "BENCH_SUBSCRIBERS": "20",
         "BENCH_EVENTS": "5",
+        "BENCH_IDLE_CONNECTIONS": "50",
         "TMPDIR": str(tmp_path),
     }
     done = subprocess.run(
