@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 __all__ = ["apoll_until", "poll_until"]
 
@@ -55,6 +55,18 @@ def poll_until(
         if remaining <= 0:
             raise _timed_out(what, timeout_s, last_error) from last_error
         time.sleep(min(interval_s, remaining))
+
+
+@overload
+async def apoll_until(
+    check: Callable[[], Awaitable[T]], *, timeout_s: float, what: str, interval_s: float = ...
+) -> T: ...
+
+
+@overload
+async def apoll_until(
+    check: Callable[[], T], *, timeout_s: float, what: str, interval_s: float = ...
+) -> T: ...
 
 
 async def apoll_until(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
 
+from support.polling import apoll_until
 from support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.timeout(180)
@@ -55,11 +56,11 @@ def channel_of(group: str) -> str:
 
 
 async def wait_workers_joined(group: str, workers: int) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while group_subscribers(channel_of(group)) < workers:
-        assert loop.time() < deadline, f"workers never joined {group}"
-        await asyncio.sleep(0.02)
+    await apoll_until(
+        lambda: group_subscribers(channel_of(group)) >= workers,
+        timeout_s=20,
+        what=f"{workers} worker(s) joining {group}",
+    )
 
 
 def tick(stack: Stack, slot: int, value: int, group: str) -> None:
@@ -110,9 +111,10 @@ async def test_event_reaches_subscribers_through_nginx(stack: Stack) -> None:
         await wait_workers_joined("via-nginx", 1)
         await asyncio.to_thread(tick, stack, 0, 7, "via-nginx")
         assert (await recv(a))["payload"]["data"]["ticker"]["value"] == 7
-        legacy = await recv(b)
-        while legacy["type"] == "ka":
+        async with asyncio.timeout(10):  # keep-alives may come first, but not forever
             legacy = await recv(b)
+            while legacy["type"] == "ka":
+                legacy = await recv(b)
         assert legacy["type"] == "data" and legacy["payload"]["data"]["ticker"]["value"] == 7
 
 
@@ -136,16 +138,13 @@ async def test_thousand_subscribers_receive_fifty_broadcasts_in_order(
             )
             del batch
         await wait_workers_joined("load", 2)
-
-        async def wait_all_joined() -> None:
-            # Every subscriber's stream has joined once its worker counts it in the gauge.
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 30
-            while _active_subscriptions(stack) < n_subscribers:
-                assert loop.time() < deadline, "not every subscription became active"
-                await asyncio.sleep(0.05)
-
-        await wait_all_joined()
+        # Every subscriber's stream has joined once its worker counts it in the gauge.
+        await apoll_until(
+            lambda: _active_subscriptions(stack) >= n_subscribers,
+            timeout_s=30,
+            interval_s=0.05,
+            what=f"all {n_subscribers} subscriptions active",
+        )
         from support.schemas import Ticker
 
         for i in range(n_events):

@@ -138,18 +138,22 @@ async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
     return message
 
 
-async def recv_skipping_ka(ws: ClientConnection) -> dict[str, Any]:
-    while True:
-        message = await recv(ws)
-        if message.get("type") != "ka":
-            return message
+async def recv_skipping_ka(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    """The next message that is not a keep-alive, within ``timeout`` in all."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await recv(ws)
+            if message.get("type") != "ka":
+                return message
 
 
 async def closed_with(ws: ClientConnection, timeout: float = 5.0) -> tuple[int | None, str]:
-    """Read until the server closes; return its close code and reason."""
+    """Read until the server closes (within ``timeout`` in all); return its close code and
+    reason."""
     with pytest.raises(ConnectionClosed):
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout)
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
     return ws.close_code, ws.close_reason or ""
 
 
@@ -489,19 +493,21 @@ class Inbox:
         self.results: dict[str, dict[str, Any]] = {}
         self.completed: set[str] = set()
 
-    async def until(self, done: Callable[[], bool]) -> None:
-        while not done():
-            message = await recv(self.ws)
-            op_id, kind = str(message.get("id")), message.get("type")
-            if op_id == "chat":
-                assert kind == "next", message
-                event = message["payload"]["data"]["onNewChatMessage"]
-                self.chat.append((event["text"], event["sender"]))
-            elif kind == "next":
-                self.results[op_id] = message["payload"]
-            else:
-                assert kind == "complete", message
-                self.completed.add(op_id)
+    async def until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Sort what arrives until ``done()``, within ``timeout`` in all."""
+        async with asyncio.timeout(timeout):
+            while not done():
+                message = await recv(self.ws)
+                op_id, kind = str(message.get("id")), message.get("type")
+                if op_id == "chat":
+                    assert kind == "next", message
+                    event = message["payload"]["data"]["onNewChatMessage"]
+                    self.chat.append((event["text"], event["sender"]))
+                elif kind == "next":
+                    self.results[op_id] = message["payload"]
+                else:
+                    assert kind == "complete", message
+                    self.completed.add(op_id)
 
     async def chat_events(self, count: int) -> list[tuple[str, str]]:
         await self.until(lambda: len(self.chat) >= count)

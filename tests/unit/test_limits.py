@@ -1,39 +1,34 @@
-"""Limits against hostile or careless documents, on the HTTP core and on a real server.
+"""Limits against hostile or careless documents, on the HTTP core (no sockets).
 
-Each limit is shown on both sides of its boundary through ``HTTPCore`` (no sockets), then
-checked once over the wire. Where other files already cover a limit they are named here rather
-than repeated:
+Each limit is shown on both sides of its boundary through ``HTTPCore``; each is checked once
+over the wire, with the operation timeout, overload and the legacy WebSocket limits, in
+``tests/server/test_limits_wire.py``. Where other files already cover a limit they are named
+here rather than repeated:
 
 - ``tests/unit/test_http_core.py::test_operation_timeout``: ``OPERATION_TIMEOUT`` on the core;
   ``::test_overload_gives_503_with_retry_after``: 503 on the core with ``max_inflight=1``.
 - ``tests/server/test_websocket.py::test_too_many_operations_per_connection`` and
   ``::test_bad_frames_get_their_close_code[oversized message]``: ``WS_MAX_SUBSCRIPTIONS`` and
-  ``WS_MAX_MESSAGE_BYTES`` (1009) for graphql-transport-ws; the legacy protocol is below.
+  ``WS_MAX_MESSAGE_BYTES`` (1009) for graphql-transport-ws; graphql-ws's are in the wire file.
 - ``tests/server/test_transport.py``: the transport's own limits (body 413, headers 431, 408).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
 import json
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 import pytest
 from graphql import get_introspection_query
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 import service.example.schema
 from service.engine.executor import Engine
 from service.engine.http import HTTPCore, HTTPRequest, HTTPResponse
-from service.server.serve import Server, serve
 from service.settings import Settings
 from support.schemas import schema
 
@@ -168,11 +163,31 @@ async def test_aliases_hidden_in_fragments_count() -> None:
 # --- fields -----------------------------------------------------------------------------------
 
 
+def many_fields(n: int) -> str:
+    """An operation of exactly ``n`` fields, at most 60 answering to one name per selection set
+    (over 64 is refused on its own, by ``max_same_name_fields``): ``item { name x60 child {
+    name x60 child { ... } } }``."""
+    assert n >= 2
+    remaining = n - 1  # the top-level ``item``
+    levels: list[int] = []
+    while remaining > 0:
+        names = min(60, remaining)
+        remaining -= names
+        child = 1 if remaining > 0 else 0
+        remaining -= child
+        levels.append(names)
+    text = ""
+    for names in reversed(levels):
+        inner = f" child {{ {text} }}" if text else ""
+        text = "name " * names + inner
+    return f"{{ item {{ {text} }} }}"
+
+
 async def test_field_limit() -> None:
     assert DEFAULTS.max_fields == 500
     core = make_core()
-    await accepted(core, "{ " + "hello " * 500 + "}")
-    message = await rejected(core, "{ " + "hello " * 501 + "}", "TOO_MANY_FIELDS")
+    await accepted(core, many_fields(500))
+    message = await rejected(core, many_fields(501), "TOO_MANY_FIELDS")
     assert message == "501 fields in the operation exceed the maximum 500."
 
 
@@ -298,178 +313,3 @@ async def test_introspection_can_be_turned_off() -> None:
 async def test_introspection_on_by_default() -> None:
     data = await accepted(make_core(), '{ __type(name: "Item") { fields { name } } }')
     assert {f["name"] for f in data["__type"]["fields"]} == {"name", "child", "blob"}
-
-
-# --- over the wire ----------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running(**overrides: Any) -> AsyncIterator[Server]:
-    settings = Settings(redis_url="", **overrides)
-    srv = await serve(  # type: ignore[misc]
-        schema, [{"protocol": "tcp", "port": 0}], run=False, settings=settings
-    )
-    assert isinstance(srv, Server)
-    try:
-        yield srv
-    finally:
-        await srv.close(2.0)
-
-
-async def post(
-    port: int, body: dict[str, Any], timeout_s: float = 10.0
-) -> tuple[int, dict[str, str], dict[str, Any]]:
-    """One POST /graphql on a fresh connection; status, lower-cased headers, JSON body."""
-    payload = orjson.dumps(body)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(
-            b"POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload
-        )
-        raw = await asyncio.wait_for(reader.read(), timeout_s)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), headers, json.loads(rest)
-
-
-WIRE_CASES: list[tuple[str, dict[str, Any], int, str]] = [
-    ("depth", {"query": nested(5)}, 200, "QUERY_TOO_DEEP"),
-    ("aliases", {"query": aliased(3)}, 200, "TOO_MANY_ALIASES"),
-    ("fields", {"query": "{ " + "hello " * 101 + "}"}, 200, "TOO_MANY_FIELDS"),
-    ("fragment bomb", {"query": fragment_bomb(12)}, 200, "QUERY_TOO_DEEP"),
-    ("document", {"query": "{ hello }" + " " * 1000}, 413, "DOCUMENT_TOO_LARGE"),
-    (
-        "variables",
-        {"query": "query($v: Int!) { echo(value: $v) }", "variables": {"v": 1, "p": "x" * 300}},
-        413,
-        "VARIABLES_TOO_LARGE",
-    ),
-    ("introspection", {"query": "{ __schema { types { name } } }"}, 200, "INTROSPECTION_DISABLED"),
-]
-
-
-async def test_limits_over_the_wire() -> None:
-    async with running(
-        max_depth=4,
-        max_aliases=2,
-        max_fields=100,
-        max_document_bytes=1000,
-        max_variables_bytes=200,
-        introspection=False,
-    ) as srv:
-        port = srv.tcp_port()
-        for name, body, status, code in WIRE_CASES:
-            got, _, answer = await post(port, body)
-            assert got == status, (name, answer)
-            assert answer["errors"][0]["extensions"]["code"] == code, (name, answer)
-            assert "data" not in answer, name
-        # Within every limit the same server answers.
-        got, _, answer = await post(port, {"query": nested(4)})
-        assert got == 200 and answer["data"]["item"]["child"]["child"]["name"] == "child"
-
-
-async def test_operation_timeout_over_http_and_websocket() -> None:
-    async with running(operation_timeout_s=0.2) as srv:
-        started = time.monotonic()
-        status, _, body = await post(srv.tcp_port(), {"query": "{ slow(seconds: 5) hello }"})
-        assert time.monotonic() - started < 3.0
-        assert status == 200
-        assert body["data"] is None
-        [error] = body["errors"]
-        assert error == {
-            "message": "The operation timed out after 0.2 s.",
-            "extensions": {"code": "OPERATION_TIMEOUT"},
-        }
-        url = f"ws://127.0.0.1:{srv.tcp_port()}/graphql"
-        async with connect(url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
-            await ws.send(json.dumps({"type": "connection_init"}))
-            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
-            query = {"query": "{ slow(seconds: 5) }"}
-            await ws.send(json.dumps({"id": "t", "type": "subscribe", "payload": query}))
-            result = json.loads(await asyncio.wait_for(ws.recv(), 3))
-            assert result["type"] == "next"
-            assert result["payload"]["errors"][0]["extensions"]["code"] == "OPERATION_TIMEOUT"
-            done = json.loads(await asyncio.wait_for(ws.recv(), 3))
-            assert done == {"id": "t", "type": "complete"}
-
-
-async def test_overload_answers_503_at_once_while_in_flight_requests_finish() -> None:
-    async with running(max_inflight=2) as srv:
-        port = srv.tcp_port()
-        engine = srv.handler.core.engine
-        slow = [
-            asyncio.ensure_future(post(port, {"query": "{ slow(seconds: 2) }"})) for _ in range(2)
-        ]
-        deadline = time.monotonic() + 5
-        while engine.inflight < 2:
-            assert time.monotonic() < deadline, "the slow requests never started"
-            await asyncio.sleep(0.01)
-
-        started = time.monotonic()
-        status, headers, body = await post(port, {"query": "{ slow(seconds: 0.01) }"})
-        assert time.monotonic() - started < 1.0  # answered at once, not queued
-        assert status == 503
-        assert headers["retry-after"] == "1"
-        assert body["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
-        assert "limit of 2 operations" in body["errors"][0]["message"]
-        assert not any(task.done() for task in slow)
-
-        for status, _, body in await asyncio.gather(*slow):
-            assert status == 200 and body == {"data": {"slow": "slept 2.0"}}
-        status, _, body = await post(port, {"query": "{ hello }"})
-        assert status == 200 and body == {"data": {"hello": "Hello, world!"}}
-
-
-# --- WebSocket limits on the legacy protocol --------------------------------------------------
-
-
-async def legacy_init(ws: ClientConnection) -> None:
-    await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-    assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
-
-
-async def next_non_ka(ws: ClientConnection) -> dict[str, Any]:
-    while True:
-        message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        if message["type"] != "ka":
-            return message
-
-
-async def test_legacy_websocket_limits() -> None:
-    async with running(ws_max_subscriptions=2, ws_max_message_bytes=2048) as srv:
-        url = f"ws://127.0.0.1:{srv.tcp_port()}/graphql"
-        async with connect(url, subprotocols=["graphql-ws"]) as ws:  # type: ignore[list-item]
-            await legacy_init(ws)
-            for op_id in ("1", "2", "3"):
-                query = {"query": "subscription { ticker { value } }"}
-                await ws.send(json.dumps({"id": op_id, "type": "start", "payload": query}))
-            message = await next_non_ka(ws)
-            assert message == {
-                "type": "error",
-                "id": "3",
-                "payload": {"message": "too many operations on this connection"},
-            }
-            # Stopping one makes room again.
-            await ws.send(json.dumps({"id": "1", "type": "stop"}))
-            assert await next_non_ka(ws) == {"id": "1", "type": "complete"}
-            await ws.send(
-                json.dumps({"id": "4", "type": "start", "payload": {"query": "{ hello }"}})
-            )
-            assert (await next_non_ka(ws))["payload"] == {"data": {"hello": "Hello, world!"}}
-
-            await ws.send(
-                json.dumps({"id": "5", "type": "start", "payload": {"query": "x" * 3000}})
-            )
-            with pytest.raises(ConnectionClosed):
-                while True:
-                    await asyncio.wait_for(ws.recv(), 5)
-            assert ws.close_code == 1009

@@ -3,6 +3,12 @@
 Pure and fast: time is a number. Each case is a script of (call on the machine, the actions it
 must return); frames are compared decoded. One test replays the whole table and asserts the
 machine never produced a ``ping`` or ``pong`` frame, which this protocol does not have.
+
+Only what is particular to graphql-ws is here (``connection_error``, ``ka`` with the ack, a
+repeated ``start``, operations queued before the ack, ``connection_terminate``, bad input that
+keeps the socket open); the rules it shares with graphql-transport-ws (initialisation, 4429,
+4408, 4403, 1009, keep-alive timing, the operation lifecycle, closes) are in
+``test_protocol_shared.py``, whose rows ``TABLE`` adds to this file's own.
 """
 
 from __future__ import annotations
@@ -14,19 +20,17 @@ import pytest
 
 from service.protocols.graphql_ws import CONNECTION_NOT_INITIALISED, GraphQLWSConnection
 from service.protocols.ws_machine import ConnectionState
-from service.protocols.ws_messages import TOO_MANY_OPERATIONS, Action, Close, Send, UsageError
+from service.protocols.ws_messages import TOO_MANY_OPERATIONS, Action, Close, Send
+from tests.unit.test_protocol_shared import whole_table
 from tests.unit.ws_cases import (
+    LEGACY,
     Call,
     Case,
     Norm,
     accept,
-    close,
     closes,
-    complete,
-    error,
     init,
     next_,
-    receive_bytes,
     recv,
     reject,
     run_steps,
@@ -35,10 +39,6 @@ from tests.unit.ws_cases import (
     stop,
     tick,
 )
-
-
-def recv_bytes(data: bytes = b'{"type":"connection_init"}', now: float = 0.0) -> Call:
-    return receive_bytes(data, now)
 
 
 def error_frame(message: str, id: str | None = None) -> Norm:
@@ -65,20 +65,7 @@ RESULT = {"data": {"hello": "world"}}
 
 
 CASES: dict[str, Case] = {
-    # -- GQL_CONNECTION_INIT / ACK / ERROR ---------------------------------------------------------
-    "init without payload, ack without payload": Case(HANDSHAKE),
-    "init payload reaches Init, ack payload reaches the client": Case(
-        [
-            (
-                recv({"type": "connection_init", "payload": {"authToken": "t"}}),
-                [init({"authToken": "t"})],
-            ),
-            (accept({"v": 1}), [send(type="connection_ack", payload={"v": 1})]),
-        ]
-    ),
-    "init with null payload is an empty payload": Case(
-        [(recv({"type": "connection_init", "payload": None}), [init()])]
-    ),
+    # -- GQL_CONNECTION_INIT with a bad payload ----------------------------------------------------
     "init with a non-object payload gets connection_error and is ignored": Case(
         [
             (
@@ -107,53 +94,7 @@ CASES: dict[str, Case] = {
             *HANDSHAKE,
         ]
     ),
-    "reject sends connection_error then closes 4403": Case(
-        [
-            (recv(INIT_MSG), [init()]),
-            (
-                reject("Prohibited connection!"),
-                [
-                    send(type="connection_error", payload={"message": "Prohibited connection!"}),
-                    closes(4403, "Prohibited connection!"),
-                ],
-            ),
-        ]
-    ),
-    "reject without reason closes 4403 Forbidden": Case(
-        [
-            (recv(INIT_MSG), [init()]),
-            (
-                reject(""),
-                [send(type="connection_error", payload={"message": ""}), closes(4403, "Forbidden")],
-            ),
-        ]
-    ),
-    "second init while on_connect pending closes 4429": Case(
-        [
-            (recv(INIT_MSG), [init()]),
-            (recv(INIT_MSG), [closes(4429, "Too many initialisation requests")]),
-            (accept(), []),
-        ]
-    ),
-    "second init after ack closes 4429": Case(
-        [*HANDSHAKE, (recv(INIT_MSG), [closes(4429, "Too many initialisation requests")])]
-    ),
-    # -- timers ------------------------------------------------------------------------------------
-    "no init within init_timeout_s closes 4408": Case(
-        [
-            (tick(2.5), []),
-            (tick(3.0), [closes(4408, "Connection initialisation timeout")]),
-            (tick(9.0), []),
-        ]
-    ),
-    "init in time stops the init timer, even while on_connect is pending": Case(
-        [
-            (recv(INIT_MSG, now=2.0), [init()]),
-            (tick(60.0), []),
-            (accept(now=60.0), [ACK]),
-            (tick(120.0), []),
-        ]
-    ),
+    # -- GQL_CONNECTION_KEEP_ALIVE: ka right after the ack -----------------------------------------
     "ka right after the ack, then every keepalive_s": Case(
         [
             (recv(INIT_MSG), [init()]),
@@ -169,113 +110,7 @@ CASES: dict[str, Case] = {
         ],
         {"keepalive_s": 5.0},
     ),
-    "no ka without keepalive_s": Case([*HANDSHAKE, (tick(1e6), [])]),
-    # -- GQL_START / GQL_DATA / GQL_ERROR / GQL_COMPLETE -------------------------------------------
-    "query flow: start, data, complete": Case(
-        [
-            *HANDSHAKE,
-            (recv(start_msg("1")), [start("1")]),
-            (next_("1", RESULT), [send(type="data", id="1", payload=RESULT)]),
-            (complete("1"), [send(type="complete", id="1")]),
-            (next_("1", RESULT), []),
-            (complete("1"), []),
-            (recv(stop_msg("1")), []),
-        ]
-    ),
-    "mutation payload fields pass through": Case(
-        [
-            *HANDSHAKE,
-            (
-                recv(
-                    start_msg(
-                        "m",
-                        query="mutation M($x: Int) { add(x: $x) }",
-                        variables={"x": 2},
-                        operationName="M",
-                        extensions={"persistedQuery": {"version": 1}},
-                    )
-                ),
-                [
-                    start(
-                        "m",
-                        "mutation M($x: Int) { add(x: $x) }",
-                        {"x": 2},
-                        "M",
-                        {"persistedQuery": {"version": 1}},
-                    )
-                ],
-            ),
-        ]
-    ),
-    "data with resolver errors is passed as is": Case(
-        [
-            *HANDSHAKE,
-            (recv(start_msg("1")), [start("1")]),
-            (
-                next_("1", {"data": None, "errors": [{"message": "boom", "path": ["hello"]}]}),
-                [
-                    send(
-                        type="data",
-                        id="1",
-                        payload={"data": None, "errors": [{"message": "boom", "path": ["hello"]}]},
-                    )
-                ],
-            ),
-        ]
-    ),
-    "error sends the first error as payload and ends the operation": Case(
-        [
-            *HANDSHAKE,
-            (recv(start_msg("1")), [start("1")]),
-            (
-                error(
-                    "1",
-                    [
-                        {
-                            "message": "Cannot query field 'x'",
-                            "locations": [{"line": 1, "column": 3}],
-                        },
-                        {"message": "second"},
-                    ],
-                ),
-                [
-                    send(
-                        type="error",
-                        id="1",
-                        payload={
-                            "message": "Cannot query field 'x'",
-                            "locations": [{"line": 1, "column": 3}],
-                        },
-                    )
-                ],
-            ),
-            (complete("1"), []),
-            (next_("1", RESULT), []),
-            (recv(stop_msg("1")), []),
-        ]
-    ),
-    "next, error and complete for ids never started send nothing": Case(
-        [
-            *HANDSHAKE,
-            (next_("x", RESULT), []),
-            (error("x", [{"message": "m"}]), []),
-            (complete("x"), []),
-        ]
-    ),
-    "subscription: data until the client stops it; stop sends complete": Case(
-        [
-            *HANDSHAKE,
-            (recv(start_msg("s")), [start("s")]),
-            (
-                next_("s", {"data": {"n": 1}}),
-                [send(type="data", id="s", payload={"data": {"n": 1}})],
-            ),
-            (recv(stop_msg("s")), [stop("s"), send(type="complete", id="s")]),
-            (next_("s", {"data": {"n": 2}}), []),
-            (complete("s"), []),
-        ]
-    ),
-    "stop for an unknown id is ignored": Case([*HANDSHAKE, (recv(stop_msg("ghost")), [])]),
+    # -- GQL_START with an id that is already active -----------------------------------------------
     "start with an active id stops the old operation and starts the new one": Case(
         [
             *HANDSHAKE,
@@ -297,27 +132,6 @@ CASES: dict[str, Case] = {
             ),
             (next_("1", RESULT), []),
         ]
-    ),
-    "concurrent operations are independent": Case(
-        [
-            *HANDSHAKE,
-            (recv(start_msg("a")), [start("a")]),
-            (recv(start_msg("b")), [start("b")]),
-            (recv(stop_msg("a")), [stop("a"), send(type="complete", id="a")]),
-            (next_("a", RESULT), []),
-            (next_("b", RESULT), [send(type="data", id="b", payload=RESULT)]),
-        ]
-    ),
-    "over max_operations: error for that id, not started, socket stays open": Case(
-        [
-            *HANDSHAKE,
-            (recv(start_msg("1")), [start("1")]),
-            (recv(start_msg("2")), [error_frame(TOO_MANY_OPERATIONS, "2")]),
-            (next_("2", RESULT), []),
-            (complete("1"), [send(type="complete", id="1")]),
-            (recv(start_msg("2")), [start("2")]),
-        ],
-        {"max_operations": 1},
     ),
     # -- operations sent before the ack (the reference client does this) ---------------------------
     "start before any init gets an error and does not run": Case(
@@ -539,45 +353,11 @@ CASES: dict[str, Case] = {
             ),
         ]
     ),
-    # -- closes ------------------------------------------------------------------------------------
-    "binary frame closes 1003": Case(
-        [*HANDSHAKE, (recv_bytes(), [closes(1003, "binary frames are not supported")])]
-    ),
-    "text over max_message_bytes closes 1009": Case(
-        [(recv(start_msg("1", pad="x" * 100)), [closes(1009, "message too big")])],
-        {"max_message_bytes": 64},
-    ),
-    "server closes: going away": Case(
-        [
-            *HANDSHAKE,
-            (recv(start_msg("1")), [start("1")]),
-            (close(1001, "going away"), [closes(1001, "going away")]),
-        ]
-    ),
-    "server closes: token expired": Case(
-        [*HANDSHAKE, (close(4403, "token expired"), [closes(4403, "token expired")])]
-    ),
-    # -- after close -------------------------------------------------------------------------------
-    "everything after a close returns nothing": Case(
-        [
-            *HANDSHAKE,
-            (recv(start_msg("1")), [start("1")]),
-            (close(1000, "bye"), [closes(1000, "bye")]),
-            (recv(start_msg("2")), []),
-            (recv("not json"), []),
-            (recv(stop_msg("1")), []),
-            (recv(TERMINATE_MSG), []),
-            (recv_bytes(), []),
-            (next_("1", RESULT), []),
-            (error("1", [{"message": "x"}]), []),
-            (complete("1"), []),
-            (close(1000, "again"), []),
-            (tick(1e9), []),
-            (accept(), []),
-            (reject("no"), []),
-        ]
-    ),
 }
+
+
+#: This protocol's own rows and the shared ones.
+TABLE = whole_table(LEGACY, CASES)
 
 
 def run_case(case: Case) -> list[Action]:
@@ -595,7 +375,7 @@ def test_case(name: str) -> None:
 def test_never_sends_ping_or_pong_across_the_whole_table() -> None:
     frames = [
         json.loads(action.text)
-        for case in CASES.values()
+        for case in TABLE.values()
         for action in run_case(case)
         if isinstance(action, Send)
     ]
@@ -609,7 +389,7 @@ def test_never_sends_ping_or_pong_across_the_whole_table() -> None:
 def test_every_close_code_is_covered_by_the_table() -> None:
     codes = {
         action.code
-        for case in CASES.values()
+        for case in TABLE.values()
         for action in run_case(case)
         if isinstance(action, Close)
     }
@@ -633,26 +413,6 @@ def test_states_deadlines_and_active_ids() -> None:
     conn.receive_text(json.dumps(TERMINATE_MSG), 14.0)
     assert conn.closed and not conn.acknowledged
     assert conn.active_ids == frozenset() and conn.next_deadline() is None
-
-
-def test_accept_and_reject_need_a_pending_init() -> None:
-    conn = GraphQLWSConnection(now=0.0)
-    with pytest.raises(UsageError, match="'reject' is not allowed in state 'waiting_init'"):
-        conn.reject("no", 0.0)
-    conn.receive_text(json.dumps(INIT_MSG), 0.0)
-    conn.accept(None, 0.0)
-    with pytest.raises(UsageError, match="'accept' is not allowed in state 'acknowledged'"):
-        conn.accept(None, 0.0)
-
-
-def test_error_with_no_errors_is_a_usage_error() -> None:
-    conn = GraphQLWSConnection(now=0.0)
-    conn.receive_text(json.dumps(INIT_MSG), 0.0)
-    conn.accept(None, 0.0)
-    conn.receive_text(json.dumps(start_msg("1")), 0.0)
-    with pytest.raises(UsageError):
-        conn.error("1", [])
-    assert conn.active_ids == frozenset({"1"})
 
 
 def test_long_reject_reason_is_cut_for_the_close_frame_but_whole_in_connection_error() -> None:
