@@ -21,10 +21,15 @@ def main(argv: list[str]) -> int:
     import uvicorn
 
     from service import asgi_app
+    from service.db import Database
     from service.example.schema import schema
+    from service.server.application import make_context_getter
+    from service.settings import Settings
 
+    settings = Settings.from_env()
+    database = Database(settings)  # the example's resolvers read it from the context
     uvicorn.run(
-        asgi_app(schema),
+        asgi_app(schema, settings=settings, get_context=make_context_getter(settings, database)),
         host="127.0.0.1",
         port=int(argv[1]),
         loop="uvloop",

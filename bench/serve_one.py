@@ -14,9 +14,21 @@ def main(argv: list[str]) -> int:
         print("usage: python -m bench.serve_one PORT", file=sys.stderr)
         return 2
     from service import serve
+    from service.db import Database
     from service.example.schema import schema
+    from service.server.application import make_context_getter
+    from service.settings import Settings
 
-    serve(schema, [{"protocol": "tcp", "port": int(argv[1])}], enable_uvloop=True)
+    settings = Settings.from_env()
+    database = Database(settings)  # the example's resolvers read it from the context
+    serve(
+        schema,
+        [{"protocol": "tcp", "port": int(argv[1])}],
+        enable_uvloop=True,
+        settings=settings,
+        get_context=make_context_getter(settings, database),
+        on_close=[database.close],
+    )
     return 0
 
 

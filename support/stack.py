@@ -17,14 +17,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from service.settings import Settings
 from service.supervisor.healthcheck import UnixHTTPConnection
-from service.supervisor.nginx import PrivateNginx
+from service.supervisor.private_nginx import PrivateNginx
 from support import dbutil
+from support.polling import poll_until
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -36,21 +36,10 @@ def free_port() -> int:
 
 
 def poll(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.02) -> Any:
-    """Call ``check`` until it returns a truthy value; raise ``TimeoutError`` naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except Exception as exc:  # keep polling; report the last failure
-            last_error = exc
-        else:
-            if value:
-                return value
-        time.sleep(interval_s)
-    raise TimeoutError(
-        f"timed out after {timeout_s:g} s waiting for {what} (last error: {last_error!r})"
-    )
+    """:func:`support.polling.poll_until` under its old name and positional spelling, kept for
+    the callers not moved yet (``tests/e2e/test_bundle.py``, ``test_deploy_artifacts.py``,
+    ``test_observability.py``). New code calls ``poll_until``."""
+    return poll_until(check, timeout_s=timeout_s, what=what, interval_s=interval_s)
 
 
 def request(
@@ -132,7 +121,9 @@ class Stack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        poll(lambda: len(self.slot_pids()) == self.workers, 30, "every slot to answer")
+        poll_until(
+            lambda: len(self.slot_pids()) == self.workers, timeout_s=30, what="every slot to answer"
+        )
         self.nginx = PrivateNginx(
             workers=self.workers,
             port=self.port,

@@ -64,7 +64,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -624,7 +624,10 @@ class RedisBroker(Broker):
             start = f"({last[0]}-{last[1]}"
             replayed = 0
             while group in self._last_ids:
-                entries = await self._publisher.xrange(key, min=start, max="+", count=500)
+                # RESP2, no decode_responses: ids and fields come back as bytes.
+                entries: list[tuple[bytes, dict[bytes, bytes]]] = cast(
+                    Any, await self._publisher.xrange(key, min=start, max="+", count=500)
+                )
                 for raw_id, fields in entries:
                     self._deliver(group, raw_id, fields[b"e"])
                     replayed += 1

@@ -1,27 +1,25 @@
-"""Postgres access: one lazily created aiopg pool per worker process, and schema migrations."""
+"""Postgres access: ``Database`` (one lazily created aiopg pool, made once per worker and passed
+to whoever needs it) and schema migrations.
 
-from service.db.migrations import ensure_database, migrate, migrate_sync
-from service.db.pool import (
+``DatabaseMetrics`` is what a ``Database`` reports to (the server wires prometheus-client's);
+``DatabaseUnavailable`` means "Postgres cannot serve now", ``DatabaseClosed`` "used after
+``close()``".
+"""
+
+from service.db.database import (
+    Database,
+    DatabaseClosed,
+    DatabaseMetrics,
     DatabaseUnavailable,
-    close_pool,
-    connection,
-    execute,
-    fetch,
-    fetchone,
-    get_pool,
-    ping,
 )
+from service.db.migrations import ensure_database, migrate, migrate_sync
 
 __all__ = [
+    "Database",
+    "DatabaseClosed",
+    "DatabaseMetrics",
     "DatabaseUnavailable",
-    "close_pool",
-    "connection",
     "ensure_database",
-    "execute",
-    "fetch",
-    "fetchone",
-    "get_pool",
     "migrate",
     "migrate_sync",
-    "ping",
 ]

@@ -16,7 +16,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from service.db.pool import DatabaseUnavailable, describe, libpq_connect_timeout
+from service.db.database import driver_errors, libpq_connect_timeout, unavailable
 
 # Key of the session advisory lock held while migrating (an arbitrary constant: "gqlsvc01").
 MIGRATION_LOCK_KEY = 0x67716C73766330
@@ -79,7 +79,7 @@ def ensure_database(database_url: str, connect_timeout_s: float = CONNECT_TIMEOU
     try:
         conn = psycopg2.connect(maintenance)
     except psycopg2.OperationalError as exc:
-        raise DatabaseUnavailable(f"database unavailable: {describe(exc)}") from exc
+        raise unavailable(exc) from exc
     try:
         conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
         with conn.cursor() as cur:
@@ -101,19 +101,13 @@ async def migrate(database_url: str) -> list[str]:
 
     The database must exist (see ``ensure_database``).
     """
-    try:
+    with driver_errors(f"no connection within {CONNECT_TIMEOUT_S} s"):
         conn = await aiopg.connect(
             database_url,
             timeout=CONNECT_TIMEOUT_S,
             connect_timeout=libpq_connect_timeout(CONNECT_TIMEOUT_S),
             enable_hstore=False,
         )
-    except TimeoutError:
-        raise DatabaseUnavailable(
-            f"database unavailable: no connection within {CONNECT_TIMEOUT_S} s"
-        ) from None
-    except psycopg2.OperationalError as exc:
-        raise DatabaseUnavailable(f"database unavailable: {describe(exc)}") from exc
     applied: list[str] = []
     try:
         async with conn.cursor(timeout=MIGRATION_TIMEOUT_S) as cur:

@@ -11,15 +11,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from service.broker.base import BrokerUnavailable
+from service.broker import BrokerUnavailable
+from service.example.subscriptions import NoteChanged, OnNewChatMessage
 
 log = logging.getLogger("service.example")
 
 
 async def on_note_changed(kind: str, note: Mapping[str, Any]) -> None:
     """``note`` was ``kind`` ("created", "updated" or "deleted"); ``note`` is its stored state."""
-    from service.example.subscriptions import NoteChanged
-
     try:
         await NoteChanged.broadcast(payload={"kind": kind.upper(), "note": dict(note)})
     except BrokerUnavailable as exc:
@@ -28,8 +27,6 @@ async def on_note_changed(kind: str, note: Mapping[str, Any]) -> None:
 
 async def on_chat_message(message: Mapping[str, Any], sender_sub: str | None = None) -> None:
     """``message`` was stored in its chatroom by the user ``sender_sub`` (None: anonymous)."""
-    from service.example.subscriptions import OnNewChatMessage
-
     try:
         await OnNewChatMessage.broadcast(
             group=str(message["chatroom"]),

@@ -1,4 +1,5 @@
-"""Checks for resolver arguments: each returns the clean value or raises ``bad_input``."""
+"""Checks for resolver arguments, each returning the clean value or raising ``bad_input``, and
+the limits the schema applies with them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import re
 from service.example.errors import bad_input
 
 BIGINT_MAX = 2**63 - 1
+MAX_TITLE_CHARS = 200
+MAX_CHATROOM_CHARS = 100
+MAX_MESSAGE_CHARS = 2000
+MAX_PAGE = 100
 _DIGITS = re.compile(r"[0-9]+")
 
 

@@ -1,8 +1,9 @@
 """Notes and chat messages in Postgres. Rows become plain dicts here and nowhere else.
 
 The dicts are ready for JSON (ids are ints, times are ISO 8601 strings), so the same value can
-be returned by a resolver and broadcast to subscribers. Functions raise ``DatabaseUnavailable``
-when Postgres cannot answer; arguments are assumed valid (the schema checks them). Only a note's
+be returned by a resolver and broadcast to subscribers. Each function takes the ``Database`` to
+use first and raises ``DatabaseUnavailable`` when Postgres cannot answer; arguments are assumed
+valid (the schema checks them). Only a note's
 author may change or delete it: ``update_note`` and ``delete_note`` take the caller as ``owner``
 and raise ``NotOwner`` for someone else's note.
 """
@@ -13,8 +14,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
-from service.db import fetch, fetchone
-from service.settings import Settings
+from service.db import Database
 
 
 class NoteRecord(TypedDict):
@@ -77,10 +77,9 @@ def _one(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
 
 
 async def create_note(
-    settings: Settings, *, title: str, description: str | None, priority: int, created_by: str
+    db: Database, *, title: str, description: str | None, priority: int, created_by: str
 ) -> NoteRecord:
-    row = await fetchone(
-        settings,
+    row = await db.fetchone(
         f"INSERT INTO notes (title, description, priority, created_by) VALUES (%s, %s, %s, %s)"
         f" RETURNING {NOTE_COLUMNS}",
         (title, description, priority, created_by),
@@ -88,15 +87,14 @@ async def create_note(
     return note_from_row(_one(row))
 
 
-async def get_note(settings: Settings, note_id: int) -> NoteRecord | None:
-    row = await fetchone(settings, f"SELECT {NOTE_COLUMNS} FROM notes WHERE id = %s", (note_id,))
+async def get_note(db: Database, note_id: int) -> NoteRecord | None:
+    row = await db.fetchone(f"SELECT {NOTE_COLUMNS} FROM notes WHERE id = %s", (note_id,))
     return None if row is None else note_from_row(row)
 
 
-async def list_notes(settings: Settings, *, first: int, after: int) -> list[NoteRecord]:
+async def list_notes(db: Database, *, first: int, after: int) -> list[NoteRecord]:
     """Up to ``first`` notes with ids above ``after``, by id."""
-    rows = await fetch(
-        settings,
+    rows = await db.fetch(
         f"SELECT {NOTE_COLUMNS} FROM notes WHERE id > %s ORDER BY id LIMIT %s",
         (after, first),
     )
@@ -111,16 +109,16 @@ class NotOwner(Exception):
         self.note_id = note_id
 
 
-async def _refuse_or_missing(settings: Settings, note_id: int) -> None:
+async def _refuse_or_missing(db: Database, note_id: int) -> None:
     """After a change guarded by ``created_by`` touched no row: raise ``NotOwner`` when the
     note exists (then it is someone else's, as ``created_by`` never changes), else return."""
-    row = await fetchone(settings, "SELECT 1 FROM notes WHERE id = %s", (note_id,))
+    row = await db.fetchone("SELECT 1 FROM notes WHERE id = %s", (note_id,))
     if row is not None:
         raise NotOwner(note_id)
 
 
 async def update_note(
-    settings: Settings, note_id: int, changes: Mapping[str, object], *, owner: str
+    db: Database, note_id: int, changes: Mapping[str, object], *, owner: str
 ) -> NoteRecord | None:
     """Set the columns in ``changes`` (keys of ``_NOTE_UPDATES``) of ``owner``'s note.
 
@@ -129,45 +127,40 @@ async def update_note(
     (``WHERE id = %s AND created_by = %s``), so no concurrent request slips between them.
     """
     if not changes:
-        note = await get_note(settings, note_id)
+        note = await get_note(db, note_id)
         if note is not None and note["created_by"] != owner:
             raise NotOwner(note_id)
         return note
     assignments = ", ".join(_NOTE_UPDATES[column] for column in changes)
-    row = await fetchone(
-        settings,
+    row = await db.fetchone(
         f"UPDATE notes SET {assignments} WHERE id = %s AND created_by = %s"
         f" RETURNING {NOTE_COLUMNS}",
         (*changes.values(), note_id, owner),
     )
     if row is None:
-        await _refuse_or_missing(settings, note_id)
+        await _refuse_or_missing(db, note_id)
         return None
     return note_from_row(row)
 
 
-async def delete_note(settings: Settings, note_id: int, *, owner: str) -> NoteRecord | None:
+async def delete_note(db: Database, note_id: int, *, owner: str) -> NoteRecord | None:
     """Delete ``owner``'s note and return what it was, or None if there was no such note.
 
     Raises ``NotOwner`` (and deletes nothing) if the note was created by someone else; the
     check and the deletion are one statement, as in ``update_note``.
     """
-    row = await fetchone(
-        settings,
+    row = await db.fetchone(
         f"DELETE FROM notes WHERE id = %s AND created_by = %s RETURNING {NOTE_COLUMNS}",
         (note_id, owner),
     )
     if row is None:
-        await _refuse_or_missing(settings, note_id)
+        await _refuse_or_missing(db, note_id)
         return None
     return note_from_row(row)
 
 
-async def add_message(
-    settings: Settings, *, chatroom: str, text: str, sender: str
-) -> MessageRecord:
-    row = await fetchone(
-        settings,
+async def add_message(db: Database, *, chatroom: str, text: str, sender: str) -> MessageRecord:
+    row = await db.fetchone(
         f"INSERT INTO chat_messages (chatroom, text, sender) VALUES (%s, %s, %s)"
         f" RETURNING {MESSAGE_COLUMNS}",
         (chatroom, text, sender),
@@ -175,10 +168,9 @@ async def add_message(
     return message_from_row(_one(row))
 
 
-async def last_messages(settings: Settings, chatroom: str, last: int) -> list[MessageRecord]:
+async def last_messages(db: Database, chatroom: str, last: int) -> list[MessageRecord]:
     """The ``last`` most recent messages of ``chatroom``, oldest first."""
-    rows = await fetch(
-        settings,
+    rows = await db.fetch(
         f"SELECT {MESSAGE_COLUMNS} FROM ("
         f" SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE chatroom = %s"
         f" ORDER BY id DESC LIMIT %s) AS recent ORDER BY id",

@@ -4,44 +4,29 @@
 - ``onNewChatMessage(chatroom)``: one group per chatroom; a sender never receives their own
   messages when the sender is identified (``publish`` returns ``SKIP``).
 - ``countdown(from)``: a plain graphene async-generator subscription, ``from`` down to 0.
+
+``events`` broadcasts through ``NoteChanged`` and ``OnNewChatMessage``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import graphene
 
+from service.example.context import user_sub
 from service.example.errors import bad_input
-from service.example.schema import ChatMessage, Note
+from service.example.types import ChatMessage, NoteEvent
 from service.subscriptions import Subscription
 
 MAX_COUNTDOWN = 1000
-
-
-class NoteEventKind(graphene.Enum):
-    CREATED = "CREATED"
-    UPDATED = "UPDATED"
-    DELETED = "DELETED"
-
-
-class NoteEvent(graphene.ObjectType):
-    kind = NoteEventKind(required=True)
-    note = graphene.Field(Note, required=True)
 
 
 class NoteChanged(Subscription):
     """Every note created, updated or deleted (payload ``{"kind", "note"}``)."""
 
     Output = NoteEvent
-
-
-def _user_sub(info: Any) -> str | None:
-    context = info.context
-    user = context.get("user") if isinstance(context, Mapping) else None
-    sub = user.get("sub") if isinstance(user, Mapping) else None
-    return sub if isinstance(sub, str) else None
 
 
 class OnNewChatMessage(Subscription):
@@ -59,7 +44,7 @@ class OnNewChatMessage(Subscription):
     @staticmethod
     def publish(payload: Any, info: Any, chatroom: str) -> Any:
         sender = payload.get("sender_sub")
-        if sender is not None and sender == _user_sub(info):
+        if sender is not None and sender == user_sub(info):
             return Subscription.SKIP
         return payload["message"]
 

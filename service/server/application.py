@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from service.db import Database
 from service.engine.http import HTTPRequest
 from service.server.serve import Server, build_server
 from service.settings import Settings
@@ -26,10 +27,11 @@ def load_app(spec: str) -> Any:
         raise ValueError(f"APP {spec!r}: module {module_name!r} has no {attribute!r}") from None
 
 
-def make_context_getter(settings: Settings) -> Any:
-    """The HTTP request context: ``{"request", "request_id", "settings", "user"}``, where
-    ``user`` is the verified JWT claims from ``Authorization: Bearer`` or ``None``.
-    An invalid token raises ``HTTPError(401)`` with ``WWW-Authenticate``."""
+def make_context_getter(settings: Settings, database: Database | None = None) -> Any:
+    """The HTTP request context: ``{"request", "request_id", "settings", "user"}``, plus
+    ``"db"`` (``database``) when one is given; ``user`` is the verified JWT claims from
+    ``Authorization: Bearer`` or ``None``. An invalid token raises ``HTTPError(401)`` with
+    ``WWW-Authenticate``. The caller owns ``database`` (closes it when the server closes)."""
     from service.auth import AuthError, Verifier, http_auth_error
 
     verifier = Verifier(settings)
@@ -39,12 +41,15 @@ def make_context_getter(settings: Settings) -> Any:
             user = verifier.from_authorization(request.headers.get("authorization"))
         except AuthError as exc:
             raise http_auth_error(exc) from None
-        return {
+        context = {
             "request": request,
             "request_id": request.request_id,
             "settings": settings,
             "user": user,
         }
+        if database is not None:
+            context["db"] = database
+        return context
 
     return get_context
 
@@ -71,28 +76,28 @@ def make_ws_authenticator(settings: Settings) -> Any:
 
 
 def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Server:
-    """The server a supervisor worker runs on ``settings.slot_path(slot)``."""
-    from service.db import pool
-    from service.observability.logging import log_ws_operation, make_request_logger
+    """The server a supervisor worker runs on ``settings.slot_path(slot)``, with this worker's
+    ``Database`` in every request context (``"db"``), pinged by /readyz and closed with it."""
+    from service.observability.logging import configure_logging
+    from service.observability.metrics import PrometheusRecorder
+
+    logs = worker.logs if worker is not None else configure_logging(settings, slot=slot)
 
     schema = load_app(settings.app)
-
-    async def ready() -> bool:
-        return await pool.ping(settings)
-
-    async def close_db() -> None:
-        await pool.close_pool()
+    recorder = PrometheusRecorder(settings.metrics_operation_names)
+    database = Database(settings, metrics=recorder)
 
     return build_server(
         schema,
         [{"protocol": "unix", "path": settings.slot_path(slot)}],
         settings=settings,
-        get_context=make_context_getter(settings),
-        ready_check=ready,
+        get_context=make_context_getter(settings, database),
+        ready_check=database.ping,
         atomic_unix=True,
-        on_close=[close_db],
+        on_close=[database.close],
+        recorder=recorder,
         identity={"slot": slot},
         authenticate=make_ws_authenticator(settings),
-        log_request=make_request_logger(settings),
-        log_operation=log_ws_operation,
+        log_request=logs.request_logger(),
+        log_operation=logs.ws_operation_logger(),
     )

@@ -6,7 +6,8 @@ Commands:
 - ``run --workers N --port P``: the whole local stack: migrations, the supervisor, a private
   nginx on ``127.0.0.1:P``; prints one line with the URL when ready; Ctrl-C/SIGTERM stops all.
 - ``migrate``: create the database if missing and apply migrations (advisory-locked).
-- ``nginx-config --workers N --port P [--variant dev|compose|site]``: print an nginx config.
+- ``nginx-config --variant dev|compose|site --workers N [--out-dir D]``: write (or print) the
+  per-host nginx files: the worker slot upstream servers, listen address and body limit.
 - ``token --sub S [--name NAME] [--ttl SECONDS]``: print a development JWT.
 - ``healthcheck``: exit 0 when every worker slot answers ``/healthz`` (the container check).
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("migrate", help="create the database if missing and apply migrations")
     p.set_defaults(func=cmd_migrate)
-    sub.add_parser("nginx-config", help="print an nginx config (see --help of the command)")
+    sub.add_parser("nginx-config", help="write the per-host nginx files (see its --help)")
     sub.add_parser("healthcheck", help="exit 0 if every worker slot answers /healthz")
     p = sub.add_parser("token", help="print a development JWT signed with the configured key")
     p.add_argument("--sub", required=True)

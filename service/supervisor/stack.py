@@ -62,7 +62,7 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout_s: float) -> N
 
 def run_stack() -> int:
     from service.db.migrations import ensure_database, migrate_sync
-    from service.supervisor.nginx import PrivateNginx
+    from service.supervisor.private_nginx import PrivateNginx
 
     settings = Settings.from_env()
     ensure_database(settings.database_url)
@@ -97,7 +97,7 @@ def run_stack() -> int:
                 print("graphql-service: the supervisor exited; stopping", file=sys.stderr)
                 status = 1
                 break
-            if nginx.pid is not None and nginx._proc is not None and nginx._proc.poll() is not None:
+            if nginx.exited() is not None:
                 print("graphql-service: nginx exited; stopping", file=sys.stderr)
                 status = 1
                 break

@@ -145,11 +145,11 @@ async def test_a_client_that_does_not_read_gets_one_response_beyond_the_mark() -
     big = "/" + "x" * 5000
     protocol, transport, _, _handler = connect(high_water=8192)
     protocol.data_received(b"".join(get(big) for _ in range(10)))
-    assert len(statuses(transport.written)) == 2  # the second one crossed the mark
+    assert len(statuses(bytes(transport.written))) == 2  # the second one crossed the mark
     assert transport.buffered < 8192 + 2 * 6000
     assert not transport.reading
     transport.drain()
-    assert len(statuses(transport.written)) == 4
+    assert len(statuses(bytes(transport.written))) == 4
     for _ in range(10):
         transport.drain()
-    assert len(statuses(transport.written)) == 10 and transport.reading
+    assert len(statuses(bytes(transport.written))) == 10 and transport.reading

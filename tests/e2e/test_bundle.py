@@ -148,8 +148,13 @@ def test_two_workers_never_share_a_slot(stack: Stack) -> None:
     for _ in range(3):
         before = stack.slot_pids()
         os.kill(before[1], signal.SIGKILL)
+
+        def refilled(b: dict[int, int] = before) -> bool:
+            pids = stack.slot_pids()
+            return pids.get(1) not in (None, b[1]) and len(pids) == 2
+
         poll(
-            lambda b=before: (p := stack.slot_pids()).get(1) not in (None, b[1]) and len(p) == 2,
+            refilled,
             30,
             "slot 1 to be refilled",
         )
@@ -193,7 +198,9 @@ def test_term_drains_an_inflight_slow_request() -> None:
         stack.proc.send_signal(signal.SIGTERM)
         thread.join(30)
         assert "error" not in result, result
-        status, _, body = result["response"]  # type: ignore[misc]
+        response = result["response"]
+        assert isinstance(response, tuple)
+        status, _, body = response
         assert status == 200
         assert json.loads(body) == {"data": {"slow": "slept 1.5"}}
         assert stack.proc.wait(30) == 0

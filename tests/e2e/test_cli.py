@@ -6,7 +6,6 @@ import contextlib
 import gzip
 import http.client
 import os
-import selectors
 import shutil
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 from service.auth import Verifier
 from service.settings import Settings
 from support import dbutil
+from support.polling import poll_until
 from support.stack import REDIS_URL, children_of, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,25 +27,34 @@ CLI = [sys.executable, "-m", "service.supervisor.cli"]
 
 
 def read_line_until(proc: subprocess.Popen[bytes], needle: bytes, timeout_s: float) -> bytes:
-    """Read the child's stdout until a line containing ``needle`` (deadline, no sleeping)."""
+    """Poll the child's stdout (read without blocking) for a whole line containing ``needle``;
+    fail at once if the child closes its stdout first, or after ``timeout_s``."""
     assert proc.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout_s
-    seen = b""
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    output = bytearray()
+    closed = False
+
+    def found() -> list[bytes]:
+        """``[line]`` once a line has ``needle``, ``[b""]`` once stdout is closed, else ``[]``."""
+        nonlocal closed
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(fd, 65536):
+                output.extend(chunk)
+            closed = True
+        for line in output.splitlines(keepends=True):
+            if needle in line and (line.endswith(b"\n") or closed):
+                return [bytes(line)]
+        return [b""] if closed else []
+
     try:
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"exited before {needle!r}; output: {seen.decode()}")
-            seen += line
-            if needle in line:
-                return line
-    finally:
-        selector.close()
-    raise AssertionError(f"no {needle!r} within {timeout_s} s; output: {seen.decode()}")
+        [line] = poll_until(found, timeout_s=timeout_s, what=f"a line with {needle!r}")
+    except TimeoutError as exc:
+        output_text = output.decode(errors="replace")
+        raise AssertionError(f"no {needle!r} within {timeout_s} s; output: {output_text}") from exc
+    if not line:
+        raise AssertionError(f"exited before {needle!r}; output: {output.decode(errors='replace')}")
+    return line
 
 
 def test_run_serves_through_nginx_and_stops_cleanly() -> None:
@@ -161,13 +170,22 @@ def test_token_command_prints_a_verifiable_token() -> None:
     assert missing.returncode != 0 and b"JWT_SECRET" in missing.stderr
 
 
-def test_nginx_config_command_renders() -> None:
-    result = subprocess.run(
-        [*CLI, "nginx-config", "--workers", "3", "--port", "9999"], capture_output=True, timeout=60
-    )
-    assert result.returncode == 0
-    text = result.stdout.decode()
-    assert "worker2" in text and "9999" in text
+def test_nginx_config_command_writes_the_per_host_files() -> None:
+    out_dir = tempfile.mkdtemp(prefix="gsc", dir="/tmp")
+    try:
+        argv = [*CLI, "nginx-config", "--workers", "3", "--port", "9999", "--out-dir", out_dir]
+        result = subprocess.run(argv, capture_output=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        with open(os.path.join(out_dir, "upstream.conf")) as f:
+            assert "server unix:/tmp/worker2 max_fails=0;" in f.read()
+        with open(os.path.join(out_dir, "server.conf")) as f:
+            assert "listen 127.0.0.1:9999;" in f.read()
+        bad = subprocess.run(
+            [*CLI, "nginx-config", "--workers", "0"], capture_output=True, timeout=60
+        )
+        assert bad.returncode == 2 and b"workers must be at least 1" in bad.stderr
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def test_make_run_starts_the_stack_command_with_local_redis() -> None:

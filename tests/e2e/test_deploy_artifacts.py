@@ -6,8 +6,8 @@ its format (hadolint, the compose-spec JSON schema, ``systemd-analyze verify`` a
 ``security --offline``), by structural asserts that tie the files to each other and to the
 code, and by replaying the Dockerfile outside a container: its builder stage's COPY and RUN
 lines build a fresh venv, then the runtime stage's ENV, CMD and HEALTHCHECK run against real
-Postgres, Redis and nginx. nginx -t on every rendered variant and the committed nginx files
-are covered by tests/e2e/test_nginx_config.py, promtool by tests/e2e/test_deploy_observability.py.
+Postgres, Redis and nginx. nginx -t on every nginx variant (dev, compose, site) is covered by
+tests/e2e/test_nginx_config.py, promtool by tests/e2e/test_deploy_observability.py.
 """
 
 from __future__ import annotations
@@ -38,7 +38,16 @@ from ruamel.yaml import YAML
 
 from service.settings import Settings
 from service.supervisor.healthcheck import main_healthcheck
-from service.supervisor.nginx import DEFAULT_SOCKET_DIR, PrivateNginx, render_nginx_config
+from service.supervisor.nginx import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SOCKET_DIR,
+    DEV_MAIN_CONF,
+    HOST_DIR,
+    SHARED_CONF,
+    UPSTREAM_FILE,
+    render_host_files,
+)
+from service.supervisor.private_nginx import PrivateNginx
 from support import dbutil
 from support.stack import REDIS_URL, UnixHTTPConnection, free_port, poll, request
 
@@ -338,14 +347,34 @@ def test_compose_wires_sockets_between_app_and_nginx() -> None:
     assert "ports" not in services["redis"]
 
 
-def test_compose_nginx_mounts_exactly_the_rendered_compose_config() -> None:
+def test_compose_nginx_mounts_the_shared_file_and_files_rendered_for_the_app() -> None:
     nginx = compose()["services"]["nginx"]
-    [mount] = [v for v in nginx["volumes"] if v.endswith(":/etc/nginx/nginx.conf:ro")]
-    source = REPO / mount.split(":")[0]
-    workers = int(env_file(ENV_EXAMPLE)["WORKERS"])
+    mounts = {
+        target: REPO / source
+        for source, target, *_ in (volume.split(":") for volume in nginx["volumes"])
+        if source.startswith(".")
+    }
+    main = mounts["/etc/nginx/nginx.conf"]
+    assert main == REPO / "nginx/nginx.compose.conf"
+    # The main config's include, relative to /etc/nginx, is the shared file shipped in the package.
+    assert re.findall(r"(?m)^\s*include (\S+);", main.read_text()) == ["graphql-service.conf"]
+    assert mounts["/etc/nginx/graphql-service.conf"].resolve() == SHARED_CONF
+    # The per-host files are what `graphql-service nginx-config` writes for .env.example's app.
+    env = env_file(ENV_EXAMPLE)
     container_port = int(nginx["ports"][0].split(":")[-1])
-    expected = render_nginx_config(workers=workers, port=container_port, variant="compose")
-    assert source.read_text() == expected
+    expected = render_host_files(
+        variant="compose",
+        workers=int(env["WORKERS"]),
+        port=container_port,
+        max_body_bytes=int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
+    )
+    host_dir = mounts[f"/etc/nginx/{HOST_DIR}"]
+    assert {path.name: path.read_text() for path in host_dir.iterdir()} == expected
+    # The container's file limit lets nginx's workers apply worker_rlimit_nofile.
+    match = re.search(r"(?m)^worker_rlimit_nofile (\d+);", main.read_text())
+    assert match
+    limit = int(match.group(1))
+    assert nginx["ulimits"]["nofile"] == {"soft": limit, "hard": limit}
 
 
 def test_compose_bind_mounts_exist_and_are_read_only() -> None:
@@ -486,8 +515,12 @@ def test_systemd_unit_fits_the_supervisor_and_nginx() -> None:
     runtime_dirs = [f"/run/{name}" for name in one("RuntimeDirectory").split()]
     assert runtime_dirs == [environment["SOCKET_DIR"], environment["PROMETHEUS_MULTIPROC_DIR"]]
     assert one("RuntimeDirectoryMode") == "0755"
-    site = (REPO / "nginx/graphql-service.site.conf").read_text()
-    assert f"server unix:{environment['SOCKET_DIR']}/worker0 " in site
+    upstream = render_host_files(workers=1, port=8080, variant="site")[UPSTREAM_FILE]
+    assert f"server unix:{environment['SOCKET_DIR']}/worker0 " in upstream
+    assert environment["SOCKET_DIR"] in (REPO / "nginx/graphql-service.site.conf").read_text()
+    # One descriptor per WebSocket in the worker holding it: 10,000 per host, even with
+    # WORKERS=1, plus Postgres, Redis and the rest.
+    assert int(one("LimitNOFILE")) >= 2 * 10_000
     # The stop timeout covers the drain.
     graceful = float(env_file(UNIT_ENV_EXAMPLE)["GRACEFUL_TIMEOUT_S"])
     assert graceful == Settings().graceful_timeout_s
@@ -740,6 +773,17 @@ def test_the_image_installs_and_serves_outside_a_container() -> None:
         poll(every_slot_answers, 60, "every worker slot of the installed service")
         for k in range(settings.workers):
             assert os.stat(settings.slot_path(k)).st_mode & 0o777 == 0o666
+
+        # `pip install .` ships the nginx files that PrivateNginx (`graphql-service run`) reads.
+        shipped = run(
+            [f"{venv_bin}/python", "-c", "import service.supervisor.nginx as n; print(n.CONF_DIR)"],
+            cwd=workdir,
+            env=env,
+        )
+        conf_dir = Path(shipped.stdout.strip())
+        assert conf_dir.is_relative_to(root.path(VENV_IN_IMAGE)), shipped.stdout + shipped.stderr
+        for packaged in (SHARED_CONF, DEV_MAIN_CONF):
+            assert (conf_dir / packaged.name).read_text() == packaged.read_text()
 
         nginx = PrivateNginx(
             workers=settings.workers,

@@ -81,7 +81,7 @@ def tick(stack: Stack, slot: int, value: int, group: str) -> None:
 
 async def test_event_from_worker1_reaches_subscriber_on_worker0(stack: Stack) -> None:
     path0 = stack.settings.slot_path(0)
-    async with unix_connect(path0, "ws://localhost/graphql", subprotocols=[TWS]) as ws:  # type: ignore[list-item]
+    async with unix_connect(path0, "ws://localhost/graphql", subprotocols=[TWS]) as ws:
         await start(ws, 'subscription { ticker(group: "x-worker") { value } }')
         await wait_workers_joined("x-worker", 1)
         await asyncio.to_thread(tick, stack, 1, 42, "x-worker")

@@ -1,8 +1,12 @@
-"""The nginx configs: rendered text, `nginx -t` on every variant, and a live private nginx.
+"""The nginx files: `nginx -t` on every variant, the generated per-host files, the sizing for
+10,000 WebSockets, and a live private nginx.
 
+Each variant is laid out in a temporary directory the way it is deployed (dev: as PrivateNginx
+does; compose: as docker-compose.yml mounts it; site: conf.d in a minimal main config) and
+checked with ``nginx -t -p <tmp> -c <tmp>/nginx.conf``; nothing under /etc or /var is touched.
 The live tests put a stub HTTP server on a unix socket where worker 0 would be and drive a
 ``PrivateNginx`` in front of it over real TCP: gzip, X-Request-ID, /metrics, retries past dead
-slots, upstream keepalive, body limits and WebSocket upgrades.
+slots, upstream keepalive, body limits, WebSocket upgrades and the workers' file limit.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import http.server
 import itertools
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -23,29 +28,49 @@ import socketserver
 import subprocess
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from service.settings import Settings
-from service.supervisor import nginx as nginx_mod
+from service.supervisor import private_nginx as private_nginx_mod
 from service.supervisor.nginx import (
-    PrivateNginx,
+    DEV_MAIN_CONF,
+    HOST_DIR,
+    SERVER_FILE,
+    SHARED_CONF,
+    UPSTREAM_FILE,
     main_nginx_config,
-    nginx_binary,
-    render_nginx_config,
+    render_host_files,
+    write_host_files,
 )
+from service.supervisor.private_nginx import (
+    WORKER_RLIMIT_NOFILE,
+    PrivateNginx,
+    attainable_nofile,
+    nginx_binary,
+)
+from support.polling import poll_until
+from support.stack import children_of
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX = nginx_binary()
-
-COMMITTED = {
-    "nginx/nginx.dev.conf": {"variant": "dev", "workers": 2, "port": 8080},
-    "nginx/nginx.compose.conf": {"variant": "compose", "workers": 2, "port": 8080},
-    "nginx/graphql-service.site.conf": {"variant": "site", "workers": 2, "port": 8080},
-}
+SHARED = REPO / "nginx/graphql-service.conf"
+DEV_MAIN = REPO / "nginx/nginx.dev.conf"
+COMPOSE_MAIN = REPO / "nginx/nginx.compose.conf"
+SITE = REPO / "nginx/graphql-service.site.conf"
+COMPOSE_HOST_DIR = REPO / "nginx/compose"
+# The ceiling every shipped config is sized for; each proxied WebSocket is two nginx connections.
+WEBSOCKETS_PER_HOST = 10_000
+TEMP_PATHS = (
+    "client_body_temp_path",
+    "proxy_temp_path",
+    "fastcgi_temp_path",
+    "uwsgi_temp_path",
+    "scgi_temp_path",
+)
 
 
 @pytest.fixture
@@ -59,9 +84,11 @@ def short_dir() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def nginx_t(prefix: str, conf: str) -> subprocess.CompletedProcess[str]:
+def nginx_t(prefix: str, *main: str) -> subprocess.CompletedProcess[str]:
+    """``nginx -t`` of ``prefix/nginx.conf`` with ``prefix`` as -p; ``main``: -g directives."""
+    extra = ["-g", " ".join(main)] if main else []
     return subprocess.run(
-        [NGINX, "-e", "stderr", "-t", "-p", prefix, "-c", conf],
+        [NGINX, "-e", "stderr", "-t", "-p", prefix, "-c", f"{prefix}/nginx.conf", *extra],
         capture_output=True,
         text=True,
         timeout=30,
@@ -69,15 +96,14 @@ def nginx_t(prefix: str, conf: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def site_main_conf(prefix: str, snippet: str) -> str:
-    """A minimal main nginx.conf that includes a site snippet, as conf.d does."""
-    temp = "\n".join(
-        f"    {directive} {prefix}/{name};" for directive, name in nginx_mod._TEMP_PATHS
-    )
-    return (
-        f"pid {prefix}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
-        f"http {{\n    access_log off;\n{temp}\n    include {snippet};\n}}\n"
-    )
+def assert_passes(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+    assert "[warn]" not in result.stderr and "[emerg]" not in result.stderr, result.stderr
+
+
+def temp_paths(prefix: str) -> str:
+    return "".join(f"{directive} {prefix}/{directive};\n" for directive in TEMP_PATHS)
 
 
 def code(text: str) -> str:
@@ -95,163 +121,222 @@ def block(text: str, opener: str) -> str:
 
 def directives(text: str, name: str) -> list[str]:
     """Arguments of every ``name ...;`` directive, comments ignored."""
-    pattern = rf"(?m)^\s*{re.escape(name)}\s+([^;]*);"
+    pattern = rf"(?m)(?:^|(?<=[{{;]))\s*{re.escape(name)}\s+([^;{{}}]*);"
     return [m.group(1).strip() for m in re.finditer(pattern, code(text))]
 
 
-# --- rendering -----------------------------------------------------------------------------
+def one(text: str, name: str) -> str:
+    [value] = directives(text, name)
+    return value
 
 
-@pytest.mark.parametrize("variant", ["dev", "compose", "site"])
-def test_every_variant_passes_nginx_t(variant: str, short_dir: str) -> None:
-    text = render_nginx_config(workers=3, port=18080, variant=variant, prefix=short_dir)
-    if variant == "site":
-        snippet = os.path.join(short_dir, "graphql-service.conf")
-        Path(snippet).write_text(text)
-        conf = os.path.join(short_dir, "nginx.conf")
-        Path(conf).write_text(site_main_conf(short_dir, snippet))
-    else:
-        conf = os.path.join(short_dir, "nginx.conf")
-        Path(conf).write_text(text)
-    result = nginx_t(short_dir, conf)
-    assert result.returncode == 0, result.stderr
-    assert "test is successful" in result.stderr
+def compose_nginx_mounts() -> dict[str, Path]:
+    """docker-compose.yml's bind mounts into the nginx container's /etc/nginx: {path: source}."""
+    data = YAML(typ="safe", pure=True).load((REPO / "docker-compose.yml").read_text())
+    mounts = {}
+    for volume in data["services"]["nginx"]["volumes"]:
+        source, target, *_ = volume.split(":")
+        if source.startswith(".") and target.startswith("/etc/nginx/"):
+            mounts[target] = REPO / source
+    return mounts
 
 
-def test_dev_config_is_self_contained(short_dir: str) -> None:
-    text = render_nginx_config(workers=2, port=18080, variant="dev", prefix=short_dir)
-    assert "/etc/nginx" not in code(text)
-    assert "/var/" not in code(text)
-    assert directives(text, "include") == []
-    assert directives(text, "daemon") == ["off"]
-    assert directives(text, "master_process") == ["on"]
-    assert directives(text, "pid") == [f"{short_dir}/nginx.pid"]
-    assert directives(text, "error_log") == ["stderr"]
-    assert directives(text, "access_log") == [f"{short_dir}/access.log graphql_service_json"]
-    for directive, name in nginx_mod._TEMP_PATHS:
-        assert directives(text, directive) == [f"{short_dir}/{name}"]
-    assert "application/json json;" in block(text, "types")
-    assert "escape=json" in text and '"request_id":"$req_id"' in text
+def site_sizing() -> tuple[str, str]:
+    """The worker_rlimit_nofile and events block that the site file asks nginx.conf for."""
+    text = SITE.read_text()
+    rlimit = re.search(r"(?m)^#\s+(worker_rlimit_nofile \d+;)$", text)
+    events = re.search(r"(?m)^#\s+(events \{ worker_connections \d+; \})$", text)
+    assert rlimit and events, "the site file must name the sizing for /etc/nginx/nginx.conf"
+    return rlimit.group(1), events.group(1)
 
 
-def test_committed_dev_conf_keeps_runtime_files_under_the_p_prefix(short_dir: str) -> None:
-    result = nginx_t(short_dir, str(REPO / "nginx/nginx.dev.conf"))
-    assert result.returncode == 0, result.stderr
-    created = set(os.listdir(short_dir))
-    assert {"access.log", "client_body_temp", "proxy_temp"} <= created
+# --- every variant passes nginx -t ---------------------------------------------------------
 
 
-def test_compose_config_leaves_daemon_to_the_image() -> None:
-    text = (REPO / "nginx/nginx.compose.conf").read_text()
-    assert directives(text, "daemon") == []
-    assert directives(text, "listen") == ["0.0.0.0:8080"]
-    assert directives(text, "access_log") == ["/dev/stdout graphql_service_json"]
-    assert directives(text, "error_log") == ["stderr"]
-    assert "server unix:/sockets/worker0 " in text and "server unix:/sockets/worker1 " in text
+def test_repository_links_are_the_packaged_files() -> None:
+    # `pip install .` ships the package copies; nginx/ must not drift from them.
+    assert SHARED.resolve() == SHARED_CONF
+    assert DEV_MAIN.resolve() == DEV_MAIN_CONF
 
 
-def test_compose_tested_with_prefix_differs_only_in_runtime_paths(short_dir: str) -> None:
-    committed = render_nginx_config(workers=2, port=8080, variant="compose").splitlines()
-    tested = render_nginx_config(
-        workers=2, port=8080, variant="compose", prefix=short_dir
-    ).splitlines()
-    only_tested = [line for line in tested if line not in committed]
-    only_committed = [line for line in committed if line not in tested]
-    runtime = {"pid"} | {directive for directive, _ in nginx_mod._TEMP_PATHS}
-    assert only_tested, "the prefix should add pid and temp paths"
-    for line in only_tested:
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            assert "--prefix" in stripped
-            continue
-        assert stripped.split()[0] in runtime, line
-        assert short_dir in stripped
-    assert [line for line in only_committed if not line.lstrip().startswith("#")] == []
+def test_dev_variant_passes_nginx_t_and_keeps_everything_under_the_prefix(short_dir: str) -> None:
+    os.symlink(DEV_MAIN, f"{short_dir}/nginx.conf")
+    os.symlink(SHARED, f"{short_dir}/graphql-service.conf")
+    write_host_files(f"{short_dir}/{HOST_DIR}", render_host_files(workers=3, port=18080))
+    assert_passes(nginx_t(short_dir, f"worker_rlimit_nofile {attainable_nofile()};"))
+    # Runtime files resolve against -p: the dev config never reaches for /etc or /var.
+    assert {"access.log", "client_body_temp", "proxy_temp"} <= set(os.listdir(short_dir))
+    for text in (DEV_MAIN.read_text(), SHARED.read_text()):
+        assert "/etc/" not in code(text) and "/var/" not in code(text)
+    assert one(DEV_MAIN.read_text(), "daemon") == "off"
 
 
-def test_site_is_an_http_level_snippet() -> None:
-    text = (REPO / "nginx/graphql-service.site.conf").read_text()
-    for main_only in ("events", "http", "daemon", "pid", "user", "worker_processes"):
-        assert directives(text, main_only) == []
-        assert not re.search(rf"(?m)^\s*{main_only}\s*\{{", text)
-    assert "server unix:/run/graphql-service/worker0 " in text
-    assert directives(text, "access_log") == [
-        "/var/log/nginx/graphql-service.access.log graphql_service_json"
-    ]
-
-
-@pytest.mark.parametrize("path", sorted(COMMITTED))
-def test_committed_file_equals_a_fresh_render(path: str) -> None:
-    fresh = render_nginx_config(**COMMITTED[path])  # type: ignore[arg-type]
-    assert (REPO / path).read_text() == fresh, (
-        f"{path} drifted; regenerate it with the command in its header"
+def test_compose_variant_passes_nginx_t_as_mounted_in_the_image(short_dir: str) -> None:
+    mounts = compose_nginx_mounts()
+    assert "/etc/nginx/nginx.conf" in mounts
+    for target, source in mounts.items():
+        link = Path(short_dir, target.removeprefix("/etc/nginx/"))
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source)
+    # The image's compiled-in pid and temp paths are under /var; move them into the prefix by
+    # interposing on the shared file's include (the http level), keeping every mounted file.
+    os.rename(f"{short_dir}/graphql-service.conf", f"{short_dir}/mounted-graphql-service.conf")
+    Path(short_dir, "graphql-service.conf").write_text(
+        temp_paths(short_dir) + "include mounted-graphql-service.conf;\n"
     )
+    main = COMPOSE_MAIN.read_text()
+    # The image runs `nginx -g 'daemon off;'` and keeps its own pid path: neither may be set.
+    assert directives(main, "daemon") == [] and directives(main, "pid") == []
+    assert_passes(nginx_t(short_dir, f"pid {short_dir}/nginx.pid;", "daemon off;"))
 
 
-@pytest.mark.parametrize("variant", ["dev", "compose", "site"])
-def test_key_directives(variant: str) -> None:
-    text = render_nginx_config(workers=2, port=8080, variant=variant, socket_dir="/s")
+def test_site_variant_passes_nginx_t_in_a_main_config_sized_as_it_asks(short_dir: str) -> None:
+    rlimit, events = site_sizing()
+    # /etc/nginx in miniature: the distribution's nginx.conf including conf.d/*.conf.
+    Path(short_dir, "nginx.conf").write_text(
+        f"pid {short_dir}/nginx.pid;\nerror_log stderr;\n{rlimit}\n{events}\n"
+        f"http {{\naccess_log off;\n{temp_paths(short_dir)}include conf.d/*.conf;\n}}\n"
+    )
+    os.mkdir(f"{short_dir}/conf.d")
+    os.symlink(SITE, f"{short_dir}/conf.d/graphql-service.conf")
+    os.symlink(SHARED, f"{short_dir}/graphql-service.conf")
+    files = render_host_files(
+        workers=2, port=8080, variant="site", access_log=f"{short_dir}/site.access.log"
+    )
+    write_host_files(f"{short_dir}/{HOST_DIR}", files)
+    assert_passes(nginx_t(short_dir))
+    assert os.path.exists(f"{short_dir}/site.access.log")
+    # The snippet stays at http level: nothing that belongs to the main nginx.conf.
+    site = code(SITE.read_text())
+    for main_only in ("events", "http", "daemon", "pid", "user", "worker_processes"):
+        assert not re.search(rf"(?m)^\s*{main_only}\b", site), main_only
+
+
+# --- sizing: at least 10,000 concurrent WebSockets per host ----------------------------------
+
+
+def test_every_main_config_is_sized_for_10000_websockets() -> None:
+    rlimit_line, events_line = site_sizing()
+    sized = {
+        "dev": (one(DEV_MAIN.read_text(), "worker_connections"), str(WORKER_RLIMIT_NOFILE)),
+        "compose": (
+            one(COMPOSE_MAIN.read_text(), "worker_connections"),
+            one(COMPOSE_MAIN.read_text(), "worker_rlimit_nofile"),
+        ),
+        "site": (one(events_line, "worker_connections"), one(rlimit_line, "worker_rlimit_nofile")),
+    }
+    for variant, (connections, rlimit) in sized.items():
+        # One nginx worker alone must hold them all: two connections per proxied WebSocket,
+        # and a file descriptor per connection plus one per buffered temp file.
+        assert int(connections) >= 2 * WEBSOCKETS_PER_HOST, variant
+        assert int(rlimit) >= 2 * int(connections), variant
+    # The dev config leaves worker_rlimit_nofile to PrivateNginx's command line.
+    assert directives(DEV_MAIN.read_text(), "worker_rlimit_nofile") == []
+
+
+def test_attainable_nofile_is_the_wanted_limit_unless_the_hard_limit_forbids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(private_nginx_mod.resource, "getrlimit", lambda _: (1024, 20_000))
+    monkeypatch.setattr(private_nginx_mod, "_may_raise_hard_limits", lambda: False)
+    assert attainable_nofile(65_536) == 20_000
+    assert attainable_nofile(8_192) == 8_192
+    monkeypatch.setattr(private_nginx_mod, "_may_raise_hard_limits", lambda: True)
+    assert attainable_nofile(65_536) == min(65_536, int(Path("/proc/sys/fs/nr_open").read_text()))
+    monkeypatch.setattr(private_nginx_mod, "_may_raise_hard_limits", lambda: False)
+    monkeypatch.setattr(private_nginx_mod.resource, "getrlimit", lambda _: (1024, 1_048_576))
+    assert attainable_nofile(65_536) == 65_536
+
+
+# --- the shared file --------------------------------------------------------------------------
+
+
+def test_shared_file_includes_exactly_the_generated_files() -> None:
+    text = SHARED.read_text()
+    upstream = block(text, "upstream graphql_workers")
+    assert directives(upstream, "include") == [f"{HOST_DIR}/{UPSTREAM_FILE}"]
+    _, server = code(text).split("\nserver {", 1)
+    assert directives(server, "include") == [f"{HOST_DIR}/{SERVER_FILE}"]
+    assert len(directives(text, "include")) == 2
+    # Everything a host varies comes from the generated files, never from here.
+    for varying in ("listen", "client_max_body_size", "access_log", "server unix"):
+        assert not re.search(rf"(?m)^\s*{varying}\b", code(text)), varying
+    for main in (DEV_MAIN, COMPOSE_MAIN, SITE):
+        assert directives(main.read_text(), "include") == ["graphql-service.conf"], main
+
+
+def test_shared_file_key_directives() -> None:
+    text = SHARED.read_text()
     upstream = block(text, "upstream graphql_workers")
     assert re.search(r"(?m)^\s*least_conn;", upstream)
-    assert directives(upstream, "keepalive") == ["64"]
-    assert directives(upstream, "server") == [
-        "unix:/s/worker0 max_fails=0",
-        "unix:/s/worker1 max_fails=0",
-    ]
-    assert directives(text, "gzip") == ["on"]
-    assert set(directives(text, "gzip_types")[0].split()) == {
-        "application/json",
-        "application/graphql-response+json",
-    }
-    assert directives(text, "gzip_min_length") == ["1024"]
-    assert directives(text, "gzip_proxied") == ["any"]
-    assert directives(text, "gzip_vary") == ["on"]
-    assert directives(text, "client_max_body_size") == ["1m"]
-    # Retries: connection errors and non-idempotent POSTs, never timeouts.
-    assert directives(text, "proxy_next_upstream") == ["error non_idempotent"]
-    assert directives(text, "proxy_next_upstream_tries") == ["2"]
+    assert one(upstream, "keepalive") == "64"
+    # Retries on connection errors and non-idempotent POSTs, never on timeouts; 0 leaves nginx's
+    # own bound, one try per upstream server (a live test below retries past two dead slots).
+    assert one(text, "proxy_next_upstream") == "error non_idempotent"
+    assert one(text, "proxy_next_upstream_tries") == "0"
+    assert one(text, "proxy_http_version") == "1.1"
+    assert one(text, "add_header") == "X-Request-ID $req_id always"
     assert block(text, "map $http_upgrade $connection_upgrade").split() == [
         "default",
         "upgrade;",
         "''",
         "'';",
     ]
-    request_id_map = block(text, "map $http_x_request_id $req_id")
-    assert "default $request_id;" in request_id_map
-    proxy_headers = directives(text, "proxy_set_header")
-    for header in (
-        "Host $host",
-        "X-Real-IP $remote_addr",
-        "X-Forwarded-For $proxy_add_x_forwarded_for",
-        "X-Request-ID $req_id",
-        "Upgrade $http_upgrade",
-        "Connection $connection_upgrade",
-    ):
-        assert header in proxy_headers
-    assert directives(text, "proxy_http_version") == ["1.1"]
-    assert directives(text, "add_header") == ["X-Request-ID $req_id always"]
+    assert "Connection $connection_upgrade" in directives(text, "proxy_set_header")
     assert block(text, "location = /metrics").split() == ["return", "404;"]
+    assert block(text, "location /").split() == ["return", "404;"]
     for location in ("location /graphql", "location = /healthz", "location = /readyz"):
         assert block(text, location).split() == ["proxy_pass", "http://graphql_workers;"]
-    assert directives(text, "proxy_read_timeout") == ["75s"]
-
-
-@pytest.mark.parametrize("workers", [1, 4])
-def test_one_upstream_server_per_slot(workers: int) -> None:
-    for variant in ("dev", "compose", "site"):
-        text = render_nginx_config(workers=workers, port=8080, variant=variant, socket_dir="/s")
-        servers = directives(block(text, "upstream graphql_workers"), "server")
-        assert [s.split()[0] for s in servers] == [f"unix:/s/worker{k}" for k in range(workers)]
-        assert directives(text, "proxy_next_upstream_tries") == [str(workers)]
 
 
 def test_timeouts_fit_the_app_settings() -> None:
+    text = SHARED.read_text()
     settings = Settings()
-    assert settings.ws_keepalive_s < nginx_mod.PROXY_IDLE_TIMEOUT_S
-    assert settings.operation_timeout_s < nginx_mod.PROXY_IDLE_TIMEOUT_S
-    assert settings.keepalive_timeout_s > nginx_mod.UPSTREAM_KEEPALIVE_TIMEOUT_S
-    text = render_nginx_config(workers=1, port=8080)
-    assert directives(text, "keepalive_timeout") == [f"{nginx_mod.UPSTREAM_KEEPALIVE_TIMEOUT_S}s"]
+
+    def secs(name: str) -> float:
+        value = one(text, name)
+        assert value.endswith("s"), value
+        return float(value[:-1])
+
+    idle = secs("proxy_read_timeout")
+    assert secs("proxy_send_timeout") == idle
+    # A quiet subscription is kept alive, a slow query answered by the app, not cut by nginx.
+    assert settings.ws_keepalive_s < idle and settings.operation_timeout_s < idle
+    # nginx closes an idle pooled connection before the worker does.
+    assert secs("keepalive_timeout") < settings.keepalive_timeout_s
+
+
+# --- the generated per-host files ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+@pytest.mark.parametrize("variant", ["dev", "compose", "site"])
+def test_one_upstream_server_per_slot(variant: str, workers: int) -> None:
+    files = render_host_files(workers=workers, port=8080, variant=variant, socket_dir="/s")
+    assert set(files) == {UPSTREAM_FILE, SERVER_FILE}
+    assert directives(files[UPSTREAM_FILE], "server") == [
+        f"unix:/s/worker{k} max_fails=0" for k in range(workers)
+    ]
+    assert "include" not in code(files[UPSTREAM_FILE] + files[SERVER_FILE])
+
+
+@pytest.mark.parametrize(
+    ("variant", "listen", "access_log"),
+    [
+        ("dev", "127.0.0.1:8080", "access.log"),
+        ("compose", "0.0.0.0:8080", "/dev/stdout"),
+        ("site", "0.0.0.0:8080", "/var/log/nginx/graphql-service.access.log"),
+    ],
+)
+def test_server_file_per_variant(variant: str, listen: str, access_log: str) -> None:
+    files = render_host_files(workers=2, port=8080, variant=variant)
+    server = files[SERVER_FILE]
+    assert one(server, "listen") == listen
+    assert one(server, "client_max_body_size") == "1m"
+    assert one(server, "access_log") == f"{access_log} graphql_service_json"
+    assert len(code(server).split(";")) == 4  # those three directives and nothing else
+    default_dir = {"dev": "/tmp", "compose": "/sockets", "site": "/run/graphql-service"}[variant]
+    assert f"server unix:{default_dir}/worker1 " in files[UPSTREAM_FILE]
 
 
 @pytest.mark.parametrize(
@@ -259,14 +344,14 @@ def test_timeouts_fit_the_app_settings() -> None:
     [("127.0.0.1", "127.0.0.1:8080"), ("::1", "[::1]:8080"), ("[::]", "[::]:8080")],
 )
 def test_listen_address(host: str, listen: str) -> None:
-    text = render_nginx_config(workers=1, port=8080, listen_host=host)
-    assert directives(text, "listen") == [listen]
+    files = render_host_files(workers=1, port=8080, listen_host=host)
+    assert one(files[SERVER_FILE], "listen") == listen
 
 
 @pytest.mark.parametrize(("n_bytes", "rendered"), [(1_048_576, "1m"), (2048, "2k"), (1000, "1000")])
 def test_body_limit_follows_max_body_bytes(n_bytes: int, rendered: str) -> None:
-    text = render_nginx_config(workers=1, port=8080, max_body_bytes=n_bytes)
-    assert directives(text, "client_max_body_size") == [rendered]
+    files = render_host_files(workers=1, port=8080, max_body_bytes=n_bytes)
+    assert one(files[SERVER_FILE], "client_max_body_size") == rendered
 
 
 @pytest.mark.parametrize(
@@ -275,34 +360,46 @@ def test_body_limit_follows_max_body_bytes(n_bytes: int, rendered: str) -> None:
         ({"variant": "prod"}, "variant"),
         ({"workers": 0}, "workers"),
         ({"port": 0}, "port"),
+        ({"max_body_bytes": 0}, "max_body_bytes"),
         ({"socket_dir": "/tmp; include /etc/passwd"}, "not safe"),
         ({"socket_dir": "relative/dir"}, "absolute"),
         ({"socket_dir": "/" + "d" * 100}, "longer than"),
-        ({"prefix": "var/run"}, "absolute"),
-        ({"variant": "site", "user": "www-data"}, "user"),
-        ({"user": "www-data;"}, "user"),
+        ({"access_log": "/x.log main; return 200"}, "not safe"),
+        ({"listen_host": "0.0.0.0 ssl"}, "not safe"),
     ],
 )
 def test_rejects_bad_input(kwargs: dict[str, object], message: str) -> None:
     args: dict[str, object] = {"workers": 2, "port": 8080, **kwargs}
     with pytest.raises(ValueError, match=message):
-        render_nginx_config(**args)  # type: ignore[arg-type]
+        render_host_files(**args)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("path", sorted(COMMITTED))
-def test_header_command_regenerates_the_file(path: str, capsys: pytest.CaptureFixture[str]) -> None:
-    text = (REPO / path).read_text()
-    match = re.search(r"(?m)^#\s+graphql-service nginx-config (.*)$", text)
-    assert match
-    assert main_nginx_config(shlex.split(match.group(1))) == 0
-    assert capsys.readouterr().out == text
+def test_committed_compose_files_equal_a_fresh_run_of_their_command(short_dir: str) -> None:
+    committed = {path.name: path.read_text() for path in COMPOSE_HOST_DIR.iterdir()}
+    assert set(committed) == {UPSTREAM_FILE, SERVER_FILE}
+    for text in committed.values():
+        match = re.search(r"(?m)^#\s+graphql-service nginx-config (.*)$", text)
+        assert match, text
+        with contextlib.redirect_stdout(None):
+            assert main_nginx_config([*shlex.split(match.group(1)), "--out-dir", short_dir]) == 0
+        fresh = {name: Path(short_dir, name).read_text() for name in committed}
+        assert fresh == committed, "nginx/compose drifted; regenerate it with its header command"
 
 
-def test_cli_prints_the_render_and_reports_errors(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_or_writes_the_files_and_reports_errors(
+    short_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["--variant", "compose", "--workers", "3", "--port", "9090", "--socket-dir", "/x"]
+    expected = render_host_files(variant="compose", workers=3, port=9090, socket_dir="/x")
     assert main_nginx_config(argv) == 0
     out = capsys.readouterr().out
-    assert out == render_nginx_config(variant="compose", workers=3, port=9090, socket_dir="/x")
+    assert out == "".join(f"# ==> {HOST_DIR}/{name} <==\n{text}" for name, text in expected.items())
+    out_dir = f"{short_dir}/{HOST_DIR}"
+    assert main_nginx_config([*argv, "--out-dir", out_dir]) == 0
+    assert capsys.readouterr().out == "".join(f"wrote {out_dir}/{name}\n" for name in expected)
+    assert sorted(os.listdir(out_dir)) == sorted(expected)  # no partial files left behind
+    for name, text in expected.items():
+        assert Path(out_dir, name).read_text() == text
     assert main_nginx_config(["--workers", "0"]) == 2
     assert "workers must be at least 1" in capsys.readouterr().err
 
@@ -425,17 +522,6 @@ def request(
 
 
 MAX_BODY_BYTES = 4096
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    """Poll ``predicate`` until it holds or the deadline passes; its last value."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.01)
-    return True
 
 
 @dataclasses.dataclass
@@ -583,7 +669,7 @@ def test_dead_slots_are_skipped_and_connections_reused(slots: Slots) -> None:
             text = Path(live.nginx.access_log_path).read_text()
             return [json.loads(line) for line in text.splitlines() if '"req-retry"' in line]
 
-        assert wait_for(lambda: len(logged()) == 20, timeout_s=5)
+        poll_until(lambda: len(logged()) == 20, timeout_s=5, what="20 access log lines")
         lines = logged()
     assert all(line["status"] == 200 for line in lines)
     retried = [str(line["upstream"]) for line in lines if "," in str(line["upstream"])]
@@ -591,6 +677,8 @@ def test_dead_slots_are_skipped_and_connections_reused(slots: Slots) -> None:
     for upstream in retried:
         assert upstream.endswith(f"unix:{live.socket_dir}/worker0")
         assert re.search(r"worker[12],", upstream)
+    # Both dead slots before the live one: every slot gets a try (proxy_next_upstream_tries 0).
+    assert any(upstream.count(",") == 2 for upstream in retried)
 
 
 def test_body_over_the_limit_is_413(live: Live) -> None:
@@ -601,6 +689,10 @@ def test_body_over_the_limit_is_413(live: Live) -> None:
         )
         assert response.status == 413
         assert live.stub.requests_with("req-big") == []
+        response, _ = request(
+            conn, "POST", "/graphql", b"x" * MAX_BODY_BYTES, {"X-Request-ID": "req-at-limit"}
+        )
+        assert response.status == 200
     finally:
         conn.close()
 
@@ -628,22 +720,56 @@ def test_websocket_upgrade_is_tunnelled(live: Live) -> None:
     assert (seen.connection or "").lower() == "upgrade"
 
 
+def test_workers_get_the_file_limit_and_an_unprivileged_user(live: Live) -> None:
+    nginx = live.nginx
+    assert nginx.pid is not None
+    # 65536 wherever the master may set it; only a lower hard limit, without CAP_SYS_RESOURCE to
+    # raise it (as in some containers), leaves the workers that hard limit instead.
+    assert nginx.rlimit_nofile == attainable_nofile(WORKER_RLIMIT_NOFILE)
+
+    def worker_limits() -> dict[int, tuple[int, int]]:
+        limits = {}
+        for pid in children_of(nginx.pid or 0):
+            text = Path(f"/proc/{pid}/limits").read_text()
+            match = re.search(r"(?m)^Max open files\s+(\d+)\s+(\d+)", text)
+            assert match, text
+            limits[pid] = (int(match.group(1)), int(match.group(2)))
+        return limits
+
+    expected = (nginx.rlimit_nofile, nginx.rlimit_nofile)
+    poll_until(
+        lambda: set(worker_limits().values()) == {expected},
+        timeout_s=10,
+        what=f"nginx workers with RLIMIT_NOFILE {expected}",
+    )
+    workers = worker_limits()
+    if os.geteuid() == 0:
+        assert nginx.worker_user is not None
+        uid = pwd.getpwnam(nginx.worker_user.split()[0]).pw_uid
+        for pid in workers:
+            assert os.stat(f"/proc/{pid}").st_uid == uid
+
+
 def test_private_nginx_stops_gracefully(short_dir: str) -> None:
     prefix = os.path.join(short_dir, "p")
     port = free_port()
     nginx = PrivateNginx(workers=1, port=port, socket_dir=short_dir, prefix_dir=prefix)
+    assert nginx.exited() is None  # not started
     try:
         nginx.start()
         nginx.wait_ready(timeout_s=10)
+        assert nginx.exited() is None
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             pass
     finally:
         status = nginx.stop(timeout_s=10)
-    assert status == 0
+    assert status == 0 and nginx.exited() == 0
     assert nginx.stop() == 0  # idempotent
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
-    assert os.path.exists(os.path.join(prefix, "nginx.conf"))
+    assert Path(prefix, "nginx.conf").resolve() == DEV_MAIN_CONF
+    assert Path(prefix, "graphql-service.conf").resolve() == SHARED_CONF
+    assert sorted(os.listdir(os.path.join(prefix, HOST_DIR))) == [SERVER_FILE, UPSTREAM_FILE]
 
 
 def test_private_nginx_reports_a_bad_start(short_dir: str) -> None:
@@ -660,5 +786,6 @@ def test_private_nginx_reports_a_bad_start(short_dir: str) -> None:
             # The port answers, but it is not this nginx: readiness must not be faked.
             with pytest.raises(RuntimeError, match="exited"):
                 nginx.wait_ready(timeout_s=20)
+            assert nginx.exited() not in (None, 0)
         finally:
             nginx.stop()

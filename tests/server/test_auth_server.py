@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 import service.example.schema
 from service.auth import issue_token
+from service.db import Database
 from service.server.application import make_context_getter, make_ws_authenticator
 from service.server.serve import Server, serve
 from service.settings import Settings
@@ -61,15 +62,16 @@ def hs_settings(database_url: str | None = None, **overrides: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Server]:
-    srv = await serve(  # type: ignore[misc]
+    database = Database(settings)
+    srv = await serve(
         service.example.schema.schema,
         [{"protocol": "tcp", "port": 0}],
         run=False,
         settings=settings,
-        get_context=make_context_getter(settings),
+        get_context=make_context_getter(settings, database),
         authenticate=make_ws_authenticator(settings),
+        on_close=[database.close],
     )
-    assert isinstance(srv, Server)
     try:
         yield srv
     finally:

@@ -10,13 +10,18 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 import service.example.schema
 from service.auth import issue_token
+from service.db import Database
+from service.example.subscriptions import NoteChanged, OnNewChatMessage
 from service.server.application import make_context_getter, make_ws_authenticator
 from service.server.serve import Server, serve
 from service.settings import Settings
+from service.subscriptions.fanout import attached
 from support.dbutil import throwaway_database
+from support.polling import apoll_until
 
 SECRET = "example-subscriptions-secret-0123456789"
 
@@ -25,13 +30,15 @@ SECRET = "example-subscriptions-secret-0123456789"
 async def server() -> AsyncIterator[tuple[Server, Settings]]:
     async with throwaway_database() as db_url:
         settings = Settings(database_url=db_url, jwt_secret=SECRET, redis_url="")
+        database = Database(settings)  # in every context as "db", closed with the server
         srv = await serve(
             service.example.schema.schema,
             [{"protocol": "tcp", "port": 0}],
             run=False,
             settings=settings,
-            get_context=make_context_getter(settings),
+            get_context=make_context_getter(settings, database),
             authenticate=make_ws_authenticator(settings),
+            on_close=[database.close],
         )
         assert isinstance(srv, Server)
         try:
@@ -47,8 +54,9 @@ async def recv(ws: ClientConnection) -> dict[str, Any]:
 
 async def open_ws(srv: Server, token: str | None = None) -> ClientConnection:
     ws = await connect(
-        f"ws://127.0.0.1:{srv.tcp_port()}/graphql", subprotocols=["graphql-transport-ws"]
-    )  # type: ignore[list-item]
+        f"ws://127.0.0.1:{srv.tcp_port()}/graphql",
+        subprotocols=[Subprotocol("graphql-transport-ws")],
+    )
     payload = {"authToken": token} if token else {}
     await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
     assert (await recv(ws))["type"] == "connection_ack"
@@ -65,19 +73,16 @@ async def run(ws: ClientConnection, op_id: str, query: str) -> dict[str, Any]:
 
 
 async def wait_subscribed(group_key: str) -> None:
-    from service.subscriptions import runtime
+    """Poll the running loop's fanout until a local subscriber holds ``group_key``."""
 
-    for _ in range(500):
-        broker = runtime.current_broker()
-        if broker is not None and group_key in broker.groups():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"nobody joined {group_key}")
+    def joined() -> bool:
+        fanout = attached()
+        return fanout is not None and group_key in fanout.broker.groups()
+
+    await apoll_until(joined, timeout_s=5, what=f"a subscriber joining {group_key}")
 
 
 async def test_note_changed_for_create_update_delete(server: tuple[Server, Settings]) -> None:
-    from service.example.subscriptions import NoteChanged
-
     srv, settings = server
     token = issue_token(settings, sub="alice", name="Alice")
     watcher = await open_ws(srv)
@@ -112,8 +117,6 @@ async def test_note_changed_for_create_update_delete(server: tuple[Server, Setti
 
 
 async def test_chat_rooms_are_isolated(server: tuple[Server, Settings]) -> None:
-    from service.example.subscriptions import OnNewChatMessage
-
     srv, _ = server
     lobby, kitchen, sender = await open_ws(srv), await open_ws(srv), await open_ws(srv)
     try:
@@ -148,8 +151,8 @@ async def test_chat_rooms_are_isolated(server: tuple[Server, Settings]) -> None:
 async def test_countdown_over_legacy_protocol(server: tuple[Server, Settings]) -> None:
     srv, _ = server
     async with connect(
-        f"ws://127.0.0.1:{srv.tcp_port()}/graphql", subprotocols=["graphql-ws"]
-    ) as ws:  # type: ignore[list-item]
+        f"ws://127.0.0.1:{srv.tcp_port()}/graphql", subprotocols=[Subprotocol("graphql-ws")]
+    ) as ws:
         await ws.send(json.dumps({"type": "connection_init"}))
         assert (await recv(ws))["type"] == "connection_ack"
         await ws.send(
@@ -161,13 +164,14 @@ async def test_countdown_over_legacy_protocol(server: tuple[Server, Settings]) -
                 }
             )
         )
-        values = []
-        while len(values) < 4:
+        values: list[int] = []
+        async with asyncio.timeout(20):  # four values (keep-alives between), then complete
+            while len(values) < 4:
+                message = await recv(ws)
+                if message["type"] == "data":
+                    values.append(message["payload"]["data"]["countdown"])
+            assert values == [3, 2, 1, 0]
             message = await recv(ws)
-            if message["type"] == "data":
-                values.append(message["payload"]["data"]["countdown"])
-        assert values == [3, 2, 1, 0]
-        message = await recv(ws)
-        while message["type"] == "ka":
-            message = await recv(ws)
+            while message["type"] == "ka":
+                message = await recv(ws)
         assert message == {"id": "1", "type": "complete"}

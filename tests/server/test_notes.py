@@ -350,3 +350,15 @@ async def test_database_down_is_service_unavailable_and_fast(
     assert result.errors is not None and len(result.errors) == 1
     assert result.errors[0].message == "database unavailable"
     assert result.errors[0].extensions == {"code": "SERVICE_UNAVAILABLE"}
+
+
+@pytest.mark.parametrize("context", [None, {"user": ALICE}, {"db": "not a Database"}])
+async def test_a_context_without_a_database_names_the_missing_key(context: Any) -> None:
+    result = await schema.execute_async(NOTES, context_value=context)
+    assert result.errors is not None and len(result.errors) == 1
+    message = result.errors[0].message
+    assert "'notes' needs a service.db.Database" in message and "'db'" in message
+    # Fields that need no database still work with such a context.
+    assert (await schema.execute_async("{ hello }", context_value=context)).data == {
+        "hello": "Hello, world!"
+    }

@@ -1,4 +1,5 @@
-"""Postgres unreachable: fields that need it fail fast with a clear error; /readyz says 503."""
+"""Postgres unreachable: fields that need it fail fast with a clear error; /readyz says 503, and
+200 again once Postgres is back."""
 
 from __future__ import annotations
 
@@ -8,33 +9,31 @@ import json
 import pytest
 
 import service.example.schema
+from service.db import Database
 from service.server.application import make_context_getter
 from service.server.serve import Server, serve
 from service.settings import Settings
-from support.stack import free_port
+from support.dbutil import TcpProxy, database_name, unused_port
+from support.polling import apoll_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_dead_postgres_fails_fast_and_readyz_is_503() -> None:
-    from service.db import pool
-
     settings = Settings(
-        database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
+        database_url=f"postgresql://postgres@127.0.0.1:{unused_port()}/nowhere",
         db_connect_timeout_s=1.0,
         redis_url="",
     )
-
-    async def ready() -> bool:
-        return await pool.ping(settings)
-
+    database = Database(settings)
     srv = await serve(
         service.example.schema.schema,
         [{"protocol": "tcp", "port": 0}],
         run=False,
         settings=settings,
-        get_context=make_context_getter(settings),
-        ready_check=ready,
+        get_context=make_context_getter(settings, database),
+        ready_check=database.ping,
+        on_close=[database.close],
     )
     assert isinstance(srv, Server)
     try:
@@ -63,4 +62,50 @@ async def test_dead_postgres_fails_fast_and_readyz_is_503() -> None:
         await writer.wait_closed()
     finally:
         await srv.close(2.0)
-        await pool.close_pool()
+    assert database.closed
+
+
+async def readyz_status(port: int) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        return int(head.split(b" ", 2)[1])
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_readyz_follows_postgres_through_an_outage(db_url: str) -> None:
+    proxy = TcpProxy()
+    await proxy.start()
+    settings = Settings(
+        database_url=proxy.url(database_name(db_url)), db_connect_timeout_s=1.0, redis_url=""
+    )
+    database = Database(settings)
+    srv = await serve(
+        service.example.schema.schema,
+        [{"protocol": "tcp", "port": 0}],
+        run=False,
+        settings=settings,
+        get_context=make_context_getter(settings, database),
+        ready_check=database.ping,
+        on_close=[database.close],
+    )
+    assert isinstance(srv, Server)
+    port = srv.tcp_port()
+    try:
+        assert await readyz_status(port) == 200
+        await proxy.stop()  # open connections cut, new ones refused
+        assert await readyz_status(port) == 503
+        await proxy.start()
+        await apoll_until(
+            lambda: _is_ready(port), timeout_s=10, what="/readyz to answer 200 after the outage"
+        )
+    finally:
+        await srv.close(2.0)
+        await proxy.stop()
+
+
+async def _is_ready(port: int) -> bool:
+    return await readyz_status(port) == 200
