@@ -85,16 +85,31 @@ def unavailable(reason: str | BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"database unavailable: {text}")
 
 
+def broken_connection(exc: RuntimeError) -> bool:
+    """Whether ``exc`` is the event loop refusing a connection's closed socket: aiopg 1.4
+    registers a new or broken connection's descriptor with the loop, and uvloop raises
+    ``RuntimeError("unable to perform operation on <UVPoll closed=True>; the handler is
+    closed")`` (asyncio: "... on <TCPTransport closed=True>") when the server went away
+    meanwhile. That is Postgres being unavailable, not our bug."""
+    text = str(exc)
+    return "unable to perform operation on" in text and "closed" in text
+
+
 @contextlib.contextmanager
 def driver_errors(deadline: str) -> Iterator[None]:
-    """Turn the errors of connecting or acquiring into ``DatabaseUnavailable``: a
-    ``TimeoutError`` becomes ``deadline`` (what ran out, e.g. "no connection within 2.0 s"), any
-    psycopg2 error its first line."""
+    """Turn the errors of connecting, acquiring or running a statement into
+    ``DatabaseUnavailable``: a ``TimeoutError`` becomes ``deadline`` (what ran out, e.g. "no
+    connection within 2.0 s"), a psycopg2 error or a broken connection's ``RuntimeError`` (see
+    ``broken_connection``) its first line."""
     try:
         yield
     except TimeoutError:
         raise unavailable(deadline) from None
     except psycopg2.Error as exc:
+        raise unavailable(exc) from exc
+    except RuntimeError as exc:
+        if not broken_connection(exc):
+            raise
         raise unavailable(exc) from exc
 
 
@@ -330,8 +345,13 @@ class Database:
                         await pool.clear()
                         continue
                     raise unavailable(exc) from exc
+                except RuntimeError as exc:
+                    if not broken_connection(exc):
+                        raise
+                    raise unavailable(exc) from exc
                 finally:
-                    await self._checkin(pool, conn)
+                    with driver_errors("the connection could not be returned"):
+                        await self._checkin(pool, conn)
         finally:
             if self.metrics is not None:
                 self.metrics.query_observed(time.perf_counter() - started)

@@ -23,8 +23,22 @@ def parse_id(value: object, argument: str, minimum: int = 1) -> int:
     return int(text)
 
 
+def no_nul(value: str, argument: str) -> str:
+    """``value`` unless it holds U+0000, which Postgres text cannot store: that is the client's
+    bad input, refused naming the argument (not a driver error later)."""
+    if "\x00" in value:
+        raise bad_input(argument, "must not contain the NUL character (U+0000)")
+    return value
+
+
+def optional_text(value: str | None, argument: str) -> str | None:
+    """An optional string: ``None`` as it is, else checked by ``no_nul``."""
+    return None if value is None else no_nul(value, argument)
+
+
 def text(value: str, argument: str, max_chars: int) -> str:
-    """A string that is not blank and at most ``max_chars`` characters long."""
+    """A string that is not blank, holds no NUL and is at most ``max_chars`` characters long."""
+    no_nul(value, argument)
     if not value.strip():
         raise bad_input(argument, "must not be empty")
     if len(value) > max_chars:

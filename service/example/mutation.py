@@ -18,6 +18,7 @@ from service.example.inputs import (
     MAX_MESSAGE_CHARS,
     MAX_TITLE_CHARS,
     int_between,
+    optional_text,
     parse_id,
 )
 from service.example.inputs import text as checked_text
@@ -75,7 +76,7 @@ class Mutation(graphene.ObjectType):
         note = await store.create_note(
             database(info),
             title=title,
-            description=description,
+            description=optional_text(description, "description"),
             priority=priority,
             created_by=author,
         )
@@ -93,7 +94,7 @@ class Mutation(graphene.ObjectType):
         if fields.get("title") is not None:
             changes["title"] = checked_text(fields["title"], "title", MAX_TITLE_CHARS)
         if "description" in fields:
-            changes["description"] = fields["description"]
+            changes["description"] = optional_text(fields["description"], "description")
         if fields.get("priority") is not None:
             changes["priority"] = int_between(fields["priority"], "priority", 0, 10)
         try:

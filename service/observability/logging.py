@@ -74,6 +74,39 @@ class WSOperationLogger(Protocol):
     ) -> None: ...
 
 
+class RepeatFilter(logging.Filter):
+    """Logs a burst of identical records once per ``interval_s``, with a count.
+
+    Records are identical when they come from the same logger, at the same level, with the same
+    message template and exception type (an outage makes every request fail the same way: 9,000
+    tracebacks in 5 s otherwise). The first passes; the others within ``interval_s`` are
+    counted and dropped; the first after the interval passes with ``repeated=<count dropped>``.
+    ``clock`` is a parameter so tests can move time.
+    """
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.interval_s = interval_s
+        self.clock = clock
+        self._seen: dict[tuple[Any, ...], list[float]] = {}  # key -> [window start, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc_type = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None
+        key = (record.name, record.levelno, str(record.msg), exc_type)
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is None or now - seen[0] >= self.interval_s:
+            if seen is not None and seen[1]:
+                record.repeated = int(seen[1])
+            self._seen[key] = [now, 0]
+            if len(self._seen) > 10_000:  # a flood of distinct messages: forget the oldest
+                for old in list(self._seen)[:5_000]:
+                    del self._seen[old]
+            return True
+        seen[1] += 1
+        return False
+
+
 class _Handler(logging.StreamHandler[TextIO]):
     """The root handler ``configure_logging`` installs (and replaces when called again)."""
 
@@ -292,6 +325,7 @@ def configure_logging(settings: Settings, *, slot: int | None = None) -> Logs:
     )
     handler = _Handler(stream)
     handler.setFormatter(formatter)
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)

@@ -238,6 +238,14 @@ BAD_INPUT = [
     pytest.param(HISTORY, {"chatroom": "r" * 101}, "chatroom", id="history-long-room"),
     pytest.param(HISTORY, {"chatroom": "r", "last": 0}, "last", id="history-last-zero"),
     pytest.param(HISTORY, {"chatroom": "r", "last": 101}, "last", id="history-last-too-big"),
+    # Postgres text cannot hold U+0000: the client's bad input, not a driver error (a 500).
+    pytest.param(HISTORY, {"chatroom": "a\u0000b"}, "chatroom", id="history-chatroom-nul"),
+    pytest.param(SEND, {"chatroom": "r", "text": "a\u0000b"}, "text", id="send-text-nul"),
+    pytest.param(SEND, {"chatroom": "r\u0000", "text": "t"}, "chatroom", id="send-chatroom-nul"),
+    pytest.param(CREATE, {"title": "t\u0000"}, "title", id="create-title-nul"),
+    pytest.param(
+        CREATE, {"title": "t", "description": "\u0000"}, "description", id="create-description-nul"
+    ),
 ]
 
 

@@ -68,3 +68,23 @@ def test_close_codes_named_as_the_specs_name_them() -> None:
         assert is_sendable(code), code
     for never_sent in (1005, 1006, 1015, 999, 5000):
         assert not is_sendable(never_sent)
+
+
+def test_repeat_filter_logs_a_burst_once_per_interval_with_a_count() -> None:
+    import logging
+
+    from service.observability.logging import RepeatFilter
+
+    now = [0.0]
+    repeat = RepeatFilter(interval_s=10.0, clock=lambda: now[0])
+
+    def record(message: str = "database unavailable: %s") -> logging.LogRecord:
+        return logging.LogRecord("service.engine", logging.ERROR, "f", 1, message, ("x",), None)
+
+    first = record()
+    assert repeat.filter(first) and not hasattr(first, "repeated")
+    assert [repeat.filter(record()) for _ in range(500)] == [False] * 500
+    assert repeat.filter(record("another message"))  # a different message is not held back
+    now[0] = 10.5
+    after = record()
+    assert repeat.filter(after) and after.repeated == 500
