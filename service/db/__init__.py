@@ -6,11 +6,13 @@ to whoever needs it) and schema migrations.
 ``close()``".
 """
 
+from service.db import outbox
 from service.db.database import (
     Database,
     DatabaseClosed,
     DatabaseMetrics,
     DatabaseUnavailable,
+    Transaction,
 )
 from service.db.migrations import ensure_database, migrate, migrate_sync
 
@@ -19,7 +21,9 @@ __all__ = [
     "DatabaseClosed",
     "DatabaseMetrics",
     "DatabaseUnavailable",
+    "Transaction",
     "ensure_database",
     "migrate",
     "migrate_sync",
+    "outbox",
 ]

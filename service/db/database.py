@@ -118,6 +118,40 @@ def libpq_connect_timeout(seconds: float) -> int:
     return max(2, math.ceil(seconds))
 
 
+class Transaction:
+    """Statements inside ``Database.transaction()``; see there."""
+
+    def __init__(self, conn: aiopg.Connection, timeout_s: float) -> None:
+        self.conn = conn
+        self.timeout_s = timeout_s
+
+    async def _run(self, sql: str, params: Params, rows: bool) -> tuple[list[Any], int]:
+        """Like ``Database``'s statements (errors in the SQL itself pass through as psycopg2
+        errors), minus the stale-connection retry: a transaction cannot move connections."""
+        try:
+            async with self.conn.cursor(timeout=self.timeout_s) as cur:
+                await cur.execute(sql, params)
+                return (await cur.fetchall() if rows else []), cur.rowcount
+        except TimeoutError:
+            raise unavailable(f"query took over {self.timeout_s} s") from None
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise unavailable(exc) from exc
+        except RuntimeError as exc:
+            if not broken_connection(exc):
+                raise
+            raise unavailable(exc) from exc
+
+    async def fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        return (await self._run(sql, params, rows=True))[0]
+
+    async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        result = (await self._run(sql, params, rows=True))[0]
+        return result[0] if result else None
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return (await self._run(sql, params, rows=False))[1]
+
+
 class Database:
     """Postgres for ``settings`` (``database_url``, ``db_pool_min_size``/``max_size``, the
     ``db_*_timeout_s`` and ``operation_timeout_s`` deadlines) through one aiopg pool, created
@@ -298,6 +332,28 @@ class Database:
             await pool.release(conn)
         finally:
             self._report()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One transaction on one pooled connection: ``BEGIN`` on entry, ``COMMIT`` when the
+        block ends, ``ROLLBACK`` when it raises. Statements inside run through the yielded
+        ``Transaction`` (``fetch``, ``fetchone``, ``execute``), each bounded by
+        ``operation_timeout_s``; a lost connection or a timeout raises ``DatabaseUnavailable``
+        and nothing is committed."""
+        pool, conn = await self._checkout()
+        tx = Transaction(conn, self.settings.operation_timeout_s)
+        try:
+            await tx.execute("BEGIN")
+            try:
+                yield tx
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await tx.execute("ROLLBACK")
+                raise
+            await tx.execute("COMMIT")
+        finally:
+            with driver_errors("the connection could not be returned"):
+                await self._checkin(pool, conn)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[aiopg.Connection]:

@@ -45,6 +45,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX chat_messages_chatroom_id ON chat_messages (chatroom, id)
     """,
+    # 3: the transactional outbox of subscription events (service/db/outbox.py)
+    """
+    CREATE TABLE event_outbox (
+        id bigserial PRIMARY KEY,
+        event_id uuid NOT NULL,
+        channel text NOT NULL,
+        message bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
 )
 
 _CREATE_LEDGER = """

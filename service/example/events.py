@@ -1,36 +1,28 @@
-"""Hooks the mutations call after a change is stored: they broadcast to subscribers.
+"""The events the mutations announce, written to the transactional outbox.
 
-The change is already committed when these run. If the broker cannot take the event (Redis
-down), the error is logged and counted and the mutation still returns its stored result: the
-data was accepted, only the live notification was lost.
+Each hook runs inside the mutation's ``Database.transaction()``, so the event commits with the
+change or not at all; the worker's outbox relay publishes it to the subscribers (through Redis)
+once committed, retrying while Redis is down (``service.db.outbox``). A mutation therefore never
+answers with data whose event was lost, and never announces a change that did not commit.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-from service.broker import BrokerUnavailable
+from service.db import Transaction, outbox
 from service.example.subscriptions import NoteChanged, OnNewChatMessage
 
-log = logging.getLogger("service.example")
 
-
-async def on_note_changed(kind: str, note: Mapping[str, Any]) -> None:
+async def on_note_changed(tx: Transaction, kind: str, note: Mapping[str, Any]) -> None:
     """``note`` was ``kind`` ("created", "updated" or "deleted"); ``note`` is its stored state."""
-    try:
-        await NoteChanged.broadcast(payload={"kind": kind.upper(), "note": dict(note)})
-    except BrokerUnavailable as exc:
-        log.error("noteChanged not broadcast: %s", exc)
+    await outbox.append(tx, *NoteChanged.event(payload={"kind": kind.upper(), "note": dict(note)}))
 
 
-async def on_chat_message(message: Mapping[str, Any], sender_sub: str | None = None) -> None:
+async def on_chat_message(
+    tx: Transaction, message: Mapping[str, Any], sender_sub: str | None = None
+) -> None:
     """``message`` was stored in its chatroom by the user ``sender_sub`` (None: anonymous)."""
-    try:
-        await OnNewChatMessage.broadcast(
-            group=str(message["chatroom"]),
-            payload={"message": dict(message), "sender_sub": sender_sub},
-        )
-    except BrokerUnavailable as exc:
-        log.error("onNewChatMessage not broadcast: %s", exc)
+    payload = {"message": dict(message), "sender_sub": sender_sub}
+    await outbox.append(tx, *OnNewChatMessage.event(str(message["chatroom"]), payload))

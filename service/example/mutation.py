@@ -1,7 +1,8 @@
 """The example schema's mutations: notes (create, update, delete) and ``sendChatMessage``.
 
-Each checks its arguments, changes the data through ``store``, then calls the matching hook in
-``events`` (through the module, so tests can replace the hooks).
+Each checks its arguments, then, in one transaction, changes the data through ``store`` and
+records the matching event through ``events`` (through the module, so tests can replace the
+hooks): the change and its announcement commit together.
 """
 
 from __future__ import annotations
@@ -73,14 +74,15 @@ class Mutation(graphene.ObjectType):
         author = require_user(info)
         title = checked_text(title, "title", MAX_TITLE_CHARS)
         priority = 0 if priority is None else int_between(priority, "priority", 0, 10)
-        note = await store.create_note(
-            database(info),
-            title=title,
-            description=optional_text(description, "description"),
-            priority=priority,
-            created_by=author,
-        )
-        await events.on_note_changed("created", note)
+        async with database(info).transaction() as tx:
+            note = await store.create_note(
+                tx,
+                title=title,
+                description=optional_text(description, "description"),
+                priority=priority,
+                created_by=author,
+            )
+            await events.on_note_changed(tx, "created", note)
         return note
 
     @staticmethod
@@ -98,11 +100,12 @@ class Mutation(graphene.ObjectType):
         if fields.get("priority") is not None:
             changes["priority"] = int_between(fields["priority"], "priority", 0, 10)
         try:
-            note = await store.update_note(database(info), note_id, changes, owner=caller)
+            async with database(info).transaction() as tx:
+                note = await store.update_note(tx, note_id, changes, owner=caller)
+                if note is not None and changes:
+                    await events.on_note_changed(tx, "updated", note)
         except store.NotOwner:
             raise forbidden(f"Only the author of note {note_id} may update it.") from None
-        if note is not None and changes:
-            await events.on_note_changed("updated", note)
         return note
 
     @staticmethod
@@ -111,13 +114,13 @@ class Mutation(graphene.ObjectType):
         caller = require_user(info)
         note_id = parse_id(id, "id")
         try:
-            note = await store.delete_note(database(info), note_id, owner=caller)
+            async with database(info).transaction() as tx:
+                note = await store.delete_note(tx, note_id, owner=caller)
+                if note is not None:
+                    await events.on_note_changed(tx, "deleted", note)
         except store.NotOwner:
             raise forbidden(f"Only the author of note {note_id} may delete it.") from None
-        if note is None:
-            return False
-        await events.on_note_changed("deleted", note)
-        return True
+        return note is not None
 
     @staticmethod
     @translate_db_errors
@@ -128,8 +131,7 @@ class Mutation(graphene.ObjectType):
         body = checked_text(text, "text", MAX_MESSAGE_CHARS)
         claims = user(info)
         sender = display_name(claims) if claims else "Anonymous"
-        message = await store.add_message(
-            database(info), chatroom=chatroom, text=body, sender=sender
-        )
-        await events.on_chat_message(message, str(claims["sub"]) if claims else None)
+        async with database(info).transaction() as tx:
+            message = await store.add_message(tx, chatroom=chatroom, text=body, sender=sender)
+            await events.on_chat_message(tx, message, str(claims["sub"]) if claims else None)
         return message

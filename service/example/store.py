@@ -14,7 +14,10 @@ import datetime
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
-from service.db import Database
+from service.db import Database, Transaction
+
+#: Where a statement runs: the pool (one statement each) or an open transaction.
+Statements = Database | Transaction
 
 
 class NoteRecord(TypedDict):
@@ -77,7 +80,7 @@ def _one(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
 
 
 async def create_note(
-    db: Database, *, title: str, description: str | None, priority: int, created_by: str
+    db: Statements, *, title: str, description: str | None, priority: int, created_by: str
 ) -> NoteRecord:
     row = await db.fetchone(
         f"INSERT INTO notes (title, description, priority, created_by) VALUES (%s, %s, %s, %s)"
@@ -87,12 +90,12 @@ async def create_note(
     return note_from_row(_one(row))
 
 
-async def get_note(db: Database, note_id: int) -> NoteRecord | None:
+async def get_note(db: Statements, note_id: int) -> NoteRecord | None:
     row = await db.fetchone(f"SELECT {NOTE_COLUMNS} FROM notes WHERE id = %s", (note_id,))
     return None if row is None else note_from_row(row)
 
 
-async def list_notes(db: Database, *, first: int, after: int) -> list[NoteRecord]:
+async def list_notes(db: Statements, *, first: int, after: int) -> list[NoteRecord]:
     """Up to ``first`` notes with ids above ``after``, by id."""
     rows = await db.fetch(
         f"SELECT {NOTE_COLUMNS} FROM notes WHERE id > %s ORDER BY id LIMIT %s",
@@ -109,7 +112,7 @@ class NotOwner(Exception):
         self.note_id = note_id
 
 
-async def _refuse_or_missing(db: Database, note_id: int) -> None:
+async def _refuse_or_missing(db: Statements, note_id: int) -> None:
     """After a change guarded by ``created_by`` touched no row: raise ``NotOwner`` when the
     note exists (then it is someone else's, as ``created_by`` never changes), else return."""
     row = await db.fetchone("SELECT 1 FROM notes WHERE id = %s", (note_id,))
@@ -118,7 +121,7 @@ async def _refuse_or_missing(db: Database, note_id: int) -> None:
 
 
 async def update_note(
-    db: Database, note_id: int, changes: Mapping[str, object], *, owner: str
+    db: Statements, note_id: int, changes: Mapping[str, object], *, owner: str
 ) -> NoteRecord | None:
     """Set the columns in ``changes`` (keys of ``_NOTE_UPDATES``) of ``owner``'s note.
 
@@ -143,7 +146,7 @@ async def update_note(
     return note_from_row(row)
 
 
-async def delete_note(db: Database, note_id: int, *, owner: str) -> NoteRecord | None:
+async def delete_note(db: Statements, note_id: int, *, owner: str) -> NoteRecord | None:
     """Delete ``owner``'s note and return what it was, or None if there was no such note.
 
     Raises ``NotOwner`` (and deletes nothing) if the note was created by someone else; the
@@ -159,7 +162,7 @@ async def delete_note(db: Database, note_id: int, *, owner: str) -> NoteRecord |
     return note_from_row(row)
 
 
-async def add_message(db: Database, *, chatroom: str, text: str, sender: str) -> MessageRecord:
+async def add_message(db: Statements, *, chatroom: str, text: str, sender: str) -> MessageRecord:
     row = await db.fetchone(
         f"INSERT INTO chat_messages (chatroom, text, sender) VALUES (%s, %s, %s)"
         f" RETURNING {MESSAGE_COLUMNS}",
@@ -168,7 +171,7 @@ async def add_message(db: Database, *, chatroom: str, text: str, sender: str) ->
     return message_from_row(_one(row))
 
 
-async def last_messages(db: Database, chatroom: str, last: int) -> list[MessageRecord]:
+async def last_messages(db: Statements, chatroom: str, last: int) -> list[MessageRecord]:
     """The ``last`` most recent messages of ``chatroom``, oldest first."""
     rows = await db.fetch(
         f"SELECT {MESSAGE_COLUMNS} FROM ("

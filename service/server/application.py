@@ -10,9 +10,11 @@ import importlib
 from typing import Any
 
 from service.db import Database
+from service.db.outbox import OutboxRelay
 from service.engine.http import HTTPRequest
 from service.server.serve import Server, build_server
 from service.settings import Settings
+from service.subscriptions import fanout as fanouts
 
 
 def load_app(spec: str) -> Any:
@@ -77,7 +79,8 @@ def make_ws_authenticator(settings: Settings) -> Any:
 
 def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Server:
     """The server a supervisor worker runs on ``settings.slot_path(slot)``, with this worker's
-    ``Database`` in every request context (``"db"``), pinged by /readyz and closed with it."""
+    ``Database`` in every request context (``"db"``), pinged by /readyz and closed with it, and
+    the relay of the transactional outbox (``service.db.outbox``)."""
     from service.observability.logging import configure_logging
     from service.observability.metrics import PrometheusRecorder
 
@@ -86,6 +89,8 @@ def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Se
     schema = load_app(settings.app)
     recorder = PrometheusRecorder(settings.metrics_operation_names)
     database = Database(settings, metrics=recorder)
+    # Publishes the events mutations committed to the outbox, through this worker's fanout.
+    relay = OutboxRelay(database, fanouts.publish)
 
     return build_server(
         schema,
@@ -94,7 +99,8 @@ def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Se
         get_context=make_context_getter(settings, database),
         ready_check=database.ping,
         atomic_unix=True,
-        on_close=[database.close],
+        on_start=[relay.start],
+        on_close=[relay.close, database.close],
         recorder=recorder,
         identity={"slot": slot},
         authenticate=make_ws_authenticator(settings),

@@ -195,6 +195,7 @@ class Server:
         websocket: WebSocketHandler | None = None,
         log_request: RequestLogger | None = None,
         atomic_unix: bool = False,
+        on_start: Sequence[Callable[[], Awaitable[None]]] = (),
         on_close: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.handler = handler
@@ -207,6 +208,7 @@ class Server:
         self.websocket = websocket
         self.log_request = log_request
         self.atomic_unix = atomic_unix
+        self.on_start = list(on_start)
         self.on_close = list(on_close)
         self.servers: list[asyncio.AbstractServer] = []
         self.connections = ConnectionSet()
@@ -242,6 +244,8 @@ class Server:
         self.sweeper = DeadlineSweeper(loop, self.settings)
         try:
             await self.fanout.start()
+            for hook in self.on_start:
+                await hook()
             for spec in self.listen:
                 if spec["protocol"] == "tcp":
                     server = await loop.create_server(
@@ -365,6 +369,7 @@ def build_server(
     on_connect: Any = None,
     atomic_unix: bool = False,
     log_request: RequestLogger | None = None,
+    on_start: Sequence[Callable[[], Awaitable[None]]] = (),
     on_close: Sequence[Callable[[], Awaitable[None]]] = (),
     identity: Mapping[str, Any] | None = None,
     authenticate: Callable[[Any, Any], Any] | None = None,
@@ -376,7 +381,8 @@ def build_server(
     bound until ``await server.start()``.
 
     ``recorder`` receives the metrics (default: prometheus-client's, ``PrometheusRecorder``);
-    ``path`` is where GraphQL is served, over HTTP and WebSocket.
+    ``path`` is where GraphQL is served, over HTTP and WebSocket. ``on_start`` hooks run once
+    the fanout is started, before listening; ``on_close`` hooks after the connections ended.
     """
     settings = settings or Settings.from_env()
     if recorder is None:
@@ -414,6 +420,7 @@ def build_server(
         websocket=make_websocket_handler(connect, path),
         log_request=log_request,
         atomic_unix=atomic_unix,
+        on_start=on_start,
         on_close=on_close,
     )
 

@@ -50,6 +50,10 @@ from service.subscriptions.fanout import NOTIFY, UNSUBSCRIBE, Fanout
 log = logging.getLogger("service.subscriptions")
 
 
+#: Event ids each subscriber remembers to drop a duplicate (outbox events carry one).
+SEEN_EVENT_IDS = 1024
+
+
 class _Skip:
     __slots__ = ()
 
@@ -169,6 +173,13 @@ class Subscription(graphene.ObjectType):
         return _send(cls.group_key(group), {"k": NOTIFY, "p": payload})
 
     @classmethod
+    def event(cls, group: str | None = None, payload: Any = None) -> tuple[str, dict[str, Any]]:
+        """``(channel, message)`` of a ``broadcast(group, payload)``, for code that hands the
+        event to another channel of delivery (the transactional outbox:
+        ``await service.db.outbox.append(tx, *OnNewChatMessage.event("lobby", payload))``)."""
+        return cls.group_key(group), {"k": NOTIFY, "p": payload}
+
+    @classmethod
     def unsubscribe(cls, group: str | None = None) -> Any:
         """End every subscription in ``group`` from the server side; clients get ``complete``.
         Same sync/async rules as ``broadcast``."""
@@ -210,6 +221,8 @@ class SubscriptionStream:
         #: engine copies it into that event's ``Outcome`` for the fanout-lag metric.
         self.sent_at: float | None = None
         self.queue: deque[tuple[Any, float]] = deque()
+        self.seen_ids: set[str] = set()
+        self.seen_order: deque[str] = deque()
         self.keys: list[str] = []
         self.waiter: asyncio.Future[None] | None = None
         self.ended = False
@@ -246,6 +259,16 @@ class SubscriptionStream:
         if self.ended or self.closed:
             return
         kind = message.get("k") if isinstance(message, dict) else None
+        event_id = message.get("e") if kind is not None else None
+        if event_id is not None:
+            # An event relayed from the outbox may be published twice (a relay that died
+            # between publishing and deleting it): deliver each event id once.
+            if event_id in self.seen_ids:
+                return
+            self.seen_ids.add(event_id)
+            self.seen_order.append(event_id)
+            if len(self.seen_order) > SEEN_EVENT_IDS:
+                self.seen_ids.discard(self.seen_order.popleft())
         if kind == UNSUBSCRIBE:
             self.ended = True
         elif kind == NOTIFY:

@@ -111,7 +111,12 @@ async def test_migrations_create_the_tables_and_index(db: Database) -> None:
     tables = await db.fetch(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
     )
-    assert tables == [("chat_messages",), ("notes",), ("schema_migrations",)]
+    assert tables == [
+        ("chat_messages",),
+        ("event_outbox",),
+        ("notes",),
+        ("schema_migrations",),
+    ]
     index = await db.fetchone(
         "SELECT indexdef FROM pg_indexes WHERE indexname = 'chat_messages_chatroom_id'"
     )

@@ -15,10 +15,12 @@ from websockets.typing import Subprotocol
 import service.example.schema
 from service.auth import issue_token
 from service.db import Database
+from service.db.outbox import OutboxRelay
 from service.example.subscriptions import NoteChanged, OnNewChatMessage
 from service.server.application import make_context_getter, make_ws_authenticator
 from service.server.serve import Server, serve
 from service.settings import Settings
+from service.subscriptions import fanout as fanouts
 from service.subscriptions.fanout import attached
 from support.dbutil import throwaway_database
 from support.polling import apoll_until
@@ -31,6 +33,7 @@ async def server() -> AsyncIterator[tuple[Server, Settings]]:
     async with throwaway_database() as db_url:
         settings = Settings(database_url=db_url, jwt_secret=SECRET, redis_url="")
         database = Database(settings)  # in every context as "db", closed with the server
+        relay = OutboxRelay(database, fanouts.publish)  # as the workers do
         srv = await serve(
             service.example.schema.schema,
             [{"protocol": "tcp", "port": 0}],
@@ -38,7 +41,8 @@ async def server() -> AsyncIterator[tuple[Server, Settings]]:
             settings=settings,
             get_context=make_context_getter(settings, database),
             authenticate=make_ws_authenticator(settings),
-            on_close=[database.close],
+            on_start=[relay.start],
+            on_close=[relay.close, database.close],
         )
         assert isinstance(srv, Server)
         try:

@@ -65,10 +65,12 @@ def recorded_events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     """Replace the broadcast hooks with recorders."""
     calls: list[tuple[str, Any]] = []
 
-    async def on_note_changed(kind: str, note: Mapping[str, Any]) -> None:
+    async def on_note_changed(tx: Any, kind: str, note: Mapping[str, Any]) -> None:
         calls.append((kind, dict(note)))
 
-    async def on_chat_message(message: Mapping[str, Any], sender_sub: str | None = None) -> None:
+    async def on_chat_message(
+        tx: Any, message: Mapping[str, Any], sender_sub: str | None = None
+    ) -> None:
         calls.append(("chat", {**message, "sender_sub": sender_sub}))
 
     monkeypatch.setattr(events, "on_note_changed", on_note_changed)

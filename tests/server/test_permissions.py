@@ -49,7 +49,7 @@ def refused(result: Any, code: str, field: str) -> str:
 def recorded_events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     calls: list[tuple[str, Any]] = []
 
-    async def on_note_changed(kind: str, note: Mapping[str, Any]) -> None:
+    async def on_note_changed(tx: Any, kind: str, note: Mapping[str, Any]) -> None:
         calls.append((kind, dict(note)))
 
     monkeypatch.setattr(events, "on_note_changed", on_note_changed)
