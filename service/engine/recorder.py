@@ -51,6 +51,10 @@ class Recorder(Protocol):
     def broker_reconnected(self, gap_s: float) -> None:
         """The fanout broker reconnected after ``gap_s`` seconds without its backend."""
 
+    def flush(self) -> None:
+        """Publish what was recorded so far (the server calls it every second and on close);
+        a recorder that publishes at once does nothing here."""
+
 
 class NullRecorder:
     """A ``Recorder`` that records nothing."""
@@ -85,4 +89,7 @@ class NullRecorder:
         pass
 
     def broker_reconnected(self, gap_s: float) -> None:
+        pass
+
+    def flush(self) -> None:
         pass

@@ -27,6 +27,7 @@ leaks from one keep-alive request to the next. Code that does bind context varia
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -199,13 +200,89 @@ def _renderer(settings: Settings) -> list[Any]:
     raise ValueError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}, got {settings.log_format!r}")
 
 
+class LineWriter:
+    """JSON lines for one output, written once per event-loop turn: the lines logged while the
+    loop runs a batch of callbacks go out in one ``write(2)`` (``loop.call_soon``), instead of
+    one system call each. Without a running loop a line is written at once. ``flush()`` writes
+    what is pending (the worker calls it on the way out). A write error drops the lines: logging
+    never takes a request down."""
+
+    __slots__ = ("fd", "pending", "scheduled", "stream")
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        try:
+            self.fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None  # not a real file (a test's StringIO): write through the stream
+        self.pending: list[bytes] = []
+        self.scheduled = False
+
+    def write(self, line: bytes) -> None:
+        self.pending.append(line)
+        if self.scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self.scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if not self.pending:
+            return
+        data = b"".join(self.pending)
+        self.pending.clear()
+        try:
+            if self.fd is None:
+                self.stream.write(data.decode())
+                self.stream.flush()
+                return
+            self.stream.flush()  # what the stdlib path buffered goes first
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except (OSError, ValueError):
+            pass
+
+
+class FastLines:
+    """The per-request and per-operation lines of the JSON format, built with orjson in one
+    step instead of through structlog's processor chain (measured: about a third of the CPU of
+    a ``{ hello }`` request went to its log line). Same fields as the other lines: ``logger``,
+    the line's own fields, ``event``, ``level``, ``timestamp``, ``pid`` and ``slot``."""
+
+    __slots__ = ("pid", "slot", "timestamp", "writer")
+
+    def __init__(self, writer: LineWriter, slot: int | None) -> None:
+        self.writer = writer
+        self.slot = slot
+        self.pid = os.getpid()
+        self.timestamp = _Timestamp()
+
+    def emit(self, logger: str, level: str, event: str, fields: dict[str, Any]) -> None:
+        line: dict[str, Any] = {"logger": logger, **fields, "event": event, "level": level}
+        self.timestamp(None, level, line)
+        line["pid"] = self.pid
+        if self.slot is not None:
+            line["slot"] = self.slot
+        try:
+            data = orjson.dumps(line, default=repr, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:
+            data = (_dumps(line) + "\n").encode()
+        self.writer.write(data)
+
+
 class Logs:
     """What one ``configure_logging`` call set up: the loggers the server's hot paths call.
 
     Built only by ``configure_logging``; a worker keeps the one it made after fork and hands it
     to the server it builds."""
 
-    __slots__ = ("_processors", "_stream", "_wrapper_class", "settings", "slot")
+    __slots__ = ("_level", "_processors", "_stream", "_wrapper_class", "settings", "slot", "writer")
 
     def __init__(
         self,
@@ -214,12 +291,25 @@ class Logs:
         processors: list[Any],
         wrapper_class: type[Any],
         stream: TextIO,
+        level: int = logging.INFO,
     ) -> None:
         self.settings = settings
         self.slot = slot
         self._processors = processors
         self._wrapper_class = wrapper_class
         self._stream = stream
+        self._level = level
+        self.writer = LineWriter(stream)
+
+    def flush(self) -> None:
+        """Write the lines still buffered (see ``LineWriter``)."""
+        self.writer.flush()
+
+    def _fast(self) -> FastLines | None:
+        """The orjson path for the JSON format; ``None`` for the console format."""
+        if self.settings.log_format != "json":
+            return None
+        return FastLines(self.writer, self.slot)
 
     def logger(self, name: str, **initial_values: Any) -> Any:
         """A structlog logger whose lines carry ``logger=name`` (then ``initial_values``),
@@ -233,6 +323,9 @@ class Logs:
     def request_logger(self) -> RequestLogger:
         """The function the transport calls after each HTTP response: one ``event="request"``
         line (``error`` level for 5xx)."""
+        fast = self._fast()
+        if fast is not None:
+            return self._fast_request_logger(fast)
         log = self.logger("service.request")
         info = log.info
         error = log.error
@@ -255,10 +348,43 @@ class Logs:
 
         return log_request
 
+    def _fast_request_logger(self, fast: FastLines) -> RequestLogger:
+        emit = fast.emit
+        info_on = self._level <= logging.INFO
+        error_on = self._level <= logging.ERROR
+
+        def log_request(request: HTTPRequest, response: HTTPResponse, duration_s: float) -> None:
+            status = response.status
+            if not (error_on if status >= 500 else info_on):
+                return
+            fields: dict[str, Any] = {
+                "request_id": request.request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(duration_s * 1000.0, 3),
+                "operation_type": response.operation_type,
+                "operation_name": response.operation_name,
+                "remote": request.remote,
+            }
+            if response.user is not None:
+                fields["user"] = response.user
+            emit("service.request", "error" if status >= 500 else "info", "request", fields)
+
+        return log_request
+
     def ws_operation_logger(self) -> WSOperationLogger:
         """The function a WebSocket session calls when an operation ends: one
         ``event="ws_operation"`` line."""
+        fast = self._fast()
+        info_on = self._level <= logging.INFO
         info = self.logger("service.ws").info
+
+        def emit(**fields: Any) -> None:
+            if fast is None:
+                info("ws_operation", **fields)
+            elif info_on:
+                fast.emit("service.ws", "info", "ws_operation", fields)
 
         def log_ws_operation(
             *,
@@ -282,7 +408,7 @@ class Logs:
             }
             if user is not None:
                 fields["user"] = user
-            info("ws_operation", **fields)
+            emit(**fields)
 
         return log_ws_operation
 
@@ -333,7 +459,7 @@ def configure_logging(settings: Settings, *, slot: int | None = None) -> Logs:
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
-    return Logs(settings, slot, processors, wrapper_class, stream)
+    return Logs(settings, slot, processors, wrapper_class, stream, level)
 
 
 def get_logger(name: str, **initial_values: Any) -> Any:

@@ -34,6 +34,9 @@ from service.subscriptions.fanout import Fanout
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 
+#: How often a server hands its recorder's counts to the metrics library (scrapes lag by this).
+METRICS_FLUSH_INTERVAL_S = 1.0
+
 log = logging.getLogger("service.server")
 
 _JSON = [("content-type", "application/json")]
@@ -91,6 +94,8 @@ def _check_listen(listen: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 raise ValueError(
                     f"tcp listen entry needs an integer 'port' in 0..65535: {dict(spec)!r}"
                 )
+            if not isinstance(spec.get("reuse_port", False), bool):
+                raise ValueError(f"tcp listen entry: 'reuse_port' must be a bool: {dict(spec)!r}")
         elif protocol == "unix":
             path = spec.get("path")
             if not isinstance(path, str) or not path:
@@ -214,6 +219,7 @@ class Server:
         self.connections = ConnectionSet()
         self.unix_paths: list[tuple[str, int]] = []
         self.sweeper: DeadlineSweeper | None = None
+        self.flusher: asyncio.TimerHandle | None = None
         self.closed = False
 
     def _factory(self) -> HTTPProtocol:
@@ -242,6 +248,7 @@ class Server:
     async def start(self) -> Server:
         loop = asyncio.get_running_loop()
         self.sweeper = DeadlineSweeper(loop, self.settings)
+        self.flusher = loop.call_later(METRICS_FLUSH_INTERVAL_S, self._flush_metrics)
         try:
             await self.fanout.start()
             for hook in self.on_start:
@@ -253,6 +260,7 @@ class Server:
                         host=spec.get("host", "127.0.0.1"),
                         port=spec["port"],
                         reuse_address=True,
+                        reuse_port=bool(spec.get("reuse_port", False)),
                         backlog=spec.get("backlog", 1024),
                     )
                 else:
@@ -267,6 +275,13 @@ class Server:
 
     def __await__(self) -> Any:
         return self.start().__await__()
+
+    def _flush_metrics(self) -> None:
+        """Hand the recorder's counts to the metrics library, every second while running."""
+        self.recorder.flush()
+        if not self.closed:
+            loop = asyncio.get_running_loop()
+            self.flusher = loop.call_later(METRICS_FLUSH_INTERVAL_S, self._flush_metrics)
 
     async def _websockets_gone(self, websockets: list[Any]) -> None:
         """Return once every one of ``websockets`` has closed (their clients left)."""
@@ -350,6 +365,9 @@ class Server:
             self.sweeper.close()
         self.engine.close()
         await self.fanout.close()
+        if self.flusher is not None:
+            self.flusher.cancel()
+        self.recorder.flush()
         for hook in self.on_close:
             try:
                 await hook()
@@ -461,8 +479,10 @@ def serve(
 ) -> Server | None:
     """Serve ``schema`` (graphene ``Schema`` or ``GraphQLSchema``) on every ``listen`` entry.
 
-    ``listen``: ``[{"protocol": "tcp", "port": int, "host"?: str = "127.0.0.1"},
-    {"protocol": "unix", "path": str}]``; anything else raises ``ValueError``.
+    ``listen``: ``[{"protocol": "tcp", "port": int, "host"?: str = "127.0.0.1",
+    "reuse_port"?: bool = False}, {"protocol": "unix", "path": str}]``; anything else raises
+    ``ValueError``. ``reuse_port`` sets ``SO_REUSEPORT``: several processes serving the same
+    port, the kernel spreading connections across them.
     ``get_context(request: HTTPRequest)`` may be sync or async; ``request`` carries ``remote``,
     ``headers`` and the rest. ``exception_handler(exc, context)`` sees every masked exception.
     Extra keyword ``options`` are ``build_server``'s: ``settings``, ``middleware``,

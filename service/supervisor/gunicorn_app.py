@@ -1,6 +1,7 @@
 """The supervisor: gunicorn's arbiter with our worker class and hooks (no home-made process
 manager). gunicorn binds no listeners itself: each worker binds its own slot socket. The
-arbiter serves the Prometheus endpoint for all workers (``hooks.when_ready``)."""
+arbiter serves the Prometheus endpoint for all workers (``hooks.when_ready``). Under systemd it
+reports ready once every worker slot is serving (``hooks.SlotReadiness``)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Supervisor(BaseApplication):
             "control_socket_disable": True,
             "pre_fork": hooks.pre_fork,
             "post_fork": hooks.post_fork,
+            "post_worker_init": hooks.post_worker_init,
             "when_ready": hooks.when_ready,
             "on_exit": hooks.on_exit,
             "on_reload": hooks.on_reload,

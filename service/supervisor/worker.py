@@ -97,6 +97,7 @@ class GraphQLWorker(Worker):
             self.loop.close()
             # The closed loop's handlers stay installed: ignore stray signals plainly again.
             _ignore_stray_signals()
+            self.logs.flush()  # log lines still waiting for the loop's next turn
         sys.exit(0)
 
     def _on_term(self) -> None:

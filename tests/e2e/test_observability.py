@@ -89,17 +89,23 @@ def test_counters_match_traffic_across_workers(stack: Stack) -> None:
             return len(got)
 
     assert asyncio.run(subscribe_and_receive()) == 5
-    after = poll(
-        lambda: (
-            (s := scrape(stack))
-            and value(s, "graphql_subscription_notifications_sent_total")
-            - value(before, "graphql_subscription_notifications_sent_total")
-            >= 5
-            and s
-        ),
-        10,
-        "notification counters",
-    )
+    # Workers hand their counts to prometheus-client once a second: wait until both have.
+    def settled() -> dict[str, Any] | None:
+        s = scrape(stack)
+        sent = value(s, "graphql_subscription_notifications_sent_total") - value(
+            before, "graphql_subscription_notifications_sent_total"
+        )
+        labels = {"transport": "http", "operation_type": "mutation", "status": "ok"}
+        mutations = value(s, "graphql_requests_total", **labels) - value(
+            before, "graphql_requests_total", **labels
+        )
+        labels = {"transport": "http", "operation_type": "query", "status": "ok"}
+        queries = value(s, "graphql_requests_total", **labels) - value(
+            before, "graphql_requests_total", **labels
+        )
+        return s if sent >= 5 and mutations >= 5 and queries >= n_ok else None
+
+    after = poll(settled, 10, "every worker's counts")
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)

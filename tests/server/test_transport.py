@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.server.serve import Server, serve
+from service.server.serve import Server, build_server, serve
 from service.settings import Settings
 from support.schemas import schema
 
@@ -329,3 +329,31 @@ async def test_pipelined_backlog_pauses_reading_then_drains_in_order(server: Ser
         names.append(json.loads(body)["data"][f"h{i}"])
     assert names == [f"Hello, {i}!" for i in range(count)]
     assert not any(c.read_paused for c in server.connections)
+
+
+async def test_reuse_port_lets_two_servers_share_a_tcp_port() -> None:
+    first = await serve(
+        schema,
+        [{"protocol": "tcp", "port": 0, "reuse_port": True}],
+        run=False,
+        settings=Settings(redis_url=""),
+    )
+    port = first.tcp_port()
+    second = build_server(
+        schema,
+        [{"protocol": "tcp", "port": port, "reuse_port": True}],
+        settings=Settings(redis_url=""),
+    )
+    try:
+        await second.start()
+        assert second.tcp_port() == port
+        without = build_server(
+            schema, [{"protocol": "tcp", "port": port}], settings=Settings(redis_url="")
+        )
+        with pytest.raises(OSError):
+            await without.start()
+    finally:
+        await second.close(0.5)
+        await first.close(0.5)
+    with pytest.raises(ValueError, match="reuse_port"):
+        build_server(schema, [{"protocol": "tcp", "port": 0, "reuse_port": "yes"}])

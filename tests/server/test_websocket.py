@@ -222,6 +222,7 @@ async def test_ordering_with_variable_publish_time(server: Server) -> None:
 async def test_queue_limit_keeps_first_and_last(server: Server) -> None:
     from prometheus_client import REGISTRY
 
+    server.recorder.flush()  # counts reach prometheus-client once a second, or now
     dropped_before = (
         REGISTRY.get_sample_value("graphql_subscription_notifications_dropped_total") or 0
     )
@@ -242,6 +243,7 @@ async def test_queue_limit_keeps_first_and_last(server: Server) -> None:
         assert got == [0, 9]
         with pytest.raises(TimeoutError):
             await recv(ws, timeout=0.3)
+    server.recorder.flush()
     dropped = REGISTRY.get_sample_value("graphql_subscription_notifications_dropped_total") or 0
     assert dropped - dropped_before == 8
 
@@ -579,6 +581,7 @@ async def test_websocket_operations_are_timed_and_counted(server: Server) -> Non
     from prometheus_client import REGISTRY
 
     def sample(name: str, **labels: str) -> float:
+        server.recorder.flush()  # counts reach prometheus-client once a second, or now
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
     count_before = sample(
@@ -620,6 +623,7 @@ async def test_a_subscriber_backlog_yields_to_the_loop_between_notifications(
     from prometheus_client import REGISTRY
 
     def sent() -> float:
+        server.recorder.flush()  # counts reach prometheus-client once a second, or now
         return REGISTRY.get_sample_value("graphql_subscription_notifications_sent_total") or 0.0
 
     async with connect(url(server), subprotocols=[TWS]) as ws:  # type: ignore[list-item]
