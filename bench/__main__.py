@@ -18,10 +18,12 @@ reported and the rest still runs; the exit status is 1 if any part failed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import json
 import re
+import statistics
 import sys
 import time
 import traceback
@@ -30,13 +32,14 @@ from collections.abc import Callable, Iterator
 import uvloop
 
 from bench import asgi_one, peers, ws_framing
+from bench.bundle import SCHEMA_APP, Target, strawberry_available, strawberry_behind_nginx
 from bench.config import BenchSettings
 from bench.db import SEED_NOTES, seed_notes, seeded_database
 from bench.fanout import raise_nofile, run_fanout
 from bench.idle import hold_idle, worst_documents
 from bench.peers.schema import QUERY as PEER_QUERY
 from bench.peers.schema import answers, check_server
-from bench.procs import Child, graphql
+from bench.procs import TICK_US, Child, graphql
 from bench.report import Report
 from bench.wrk import WrkResult, run_wrk
 from support.stack import Stack, free_port
@@ -325,6 +328,53 @@ def bench_documents(report: Report) -> None:
         report.notes[f"document {name}"] = f"{size} bytes, {ms:.1f} ms, {verdict}"
 
 
+def bench_bundle(report: Report) -> None:
+    """The bundle as shipped against strawberry behind the same nginx (``bench/bundle.py``),
+    with server CPU per request."""
+    settings = report.settings
+    query = PEER_QUERY
+    with contextlib.ExitStack() as stack:
+        targets: list[Target] = []
+        for key, label, env in (
+            ("bundle_shipped", "bundle as shipped, 1 worker", {}),
+            (
+                "bundle_quiet",
+                "bundle, logs+metrics off, 1 worker",
+                {"LOG_LEVEL": "warning", "METRICS_ENABLED": "false"},
+            ),
+        ):
+            st = stack.enter_context(Stack(workers=1, app=SCHEMA_APP, env=env))
+            assert st.proc is not None
+            pids = [st.proc.pid, *st.worker_pids()]
+            targets.append(Target(key, label, url(st.port), pids))
+        if strawberry_available():
+            address, pids = stack.enter_context(strawberry_behind_nginx(free_port()))
+            targets.append(
+                Target("bundle_strawberry", "strawberry, uvicorn, 1 process", address, pids)
+            )
+        else:
+            report.skip("bundle_strawberry", "strawberry, uvicorn", "not installed (bench extra)")
+        for target in targets:
+            measure(dataclasses.replace(settings, duration_s=1.0), target.url, query)  # warm up
+        for _ in range(settings.peer_rounds):
+            for target in targets:
+                before = target.cpu_ticks()
+                result = measure(settings, target.url, query)
+                used = (target.cpu_ticks() - before) * TICK_US
+                target.results.append((result, used / max(1, result.requests)))
+    for target in targets:
+        best = max(target.results, key=lambda pair: pair[0].requests_per_s)
+        row = report.add(target.key, target.label + " { hello }", best[0])
+        row.cpu_us = statistics.median(cpu for _, cpu in target.results)
+    if strawberry_available():
+        for target in targets[:2]:
+            report.compare(target.key, "bundle_strawberry", "strawberry")
+    report.notes["bundle"] = (
+        f"{settings.peer_rounds} interleaved rounds through the same nginx files, best req/s "
+        "and median server CPU per request (all the server's processes, from /proc)"
+    )
+
+
 PARTS: dict[str, Callable[[Report], None]] = {
     "baseline": bench_baseline,
     "serve": bench_single,
@@ -335,6 +385,7 @@ PARTS: dict[str, Callable[[Report], None]] = {
     "idle": bench_idle,
     "documents": bench_documents,
     "peers": bench_peers,
+    "bundle": bench_bundle,
 }
 
 

@@ -124,3 +124,21 @@ def graphql(port: int, query: str, path: str = "/graphql") -> dict[str, Any]:
         raise RuntimeError(f"{query!r} on :{port} answered {status}: {body[:500]!r}")
     data: dict[str, Any] = result["data"]
     return data
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of process ``pid`` in clock ticks (``/proc/<pid>/stat``); 0 once gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def children_cpu_ticks(pids: list[int]) -> int:
+    """CPU ticks of ``pids`` together."""
+    return sum(cpu_ticks(pid) for pid in pids)
+
+
+TICK_US = 1_000_000 / os.sysconf("SC_CLK_TCK")

@@ -29,6 +29,7 @@ class HTTPRow:
     ratio: float | None = None
     ratio_of: str = ""
     skipped: str = ""
+    cpu_us: float | None = None  # server CPU per request, when measured
 
 
 @dataclasses.dataclass(slots=True)
@@ -67,22 +68,23 @@ class Report:
 
     # --- output -------------------------------------------------------------------------------
     def table(self) -> str:
-        lines = [f"{'target':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   ratio"]
+        lines = [f"{'target':<44}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cpu us':>8}   ratio"]
         for row in self.http:
             r = row.result
             if r is None:
-                lines.append(f"{row.label:<34}  {row.skipped}")
+                lines.append(f"{row.label:<44}  {row.skipped}")
                 continue
             ratio = f"{row.ratio:.2f}x of {row.ratio_of}" if row.ratio is not None else ""
+            cpu = f"{row.cpu_us:>8.0f}" if row.cpu_us is not None else f"{'':>8}"
             lines.append(
-                f"{row.label:<34}{r.requests_per_s:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
+                f"{row.label:<44}{r.requests_per_s:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{cpu}"
                 f"   {ratio}".rstrip()
             )
         if self.fanout is not None:
             f = self.fanout
             label = f"fanout {f.subscribers} subs x {f.events} events"
             lines.append(
-                f"{label:<34}{f.notifications_per_s:>10.0f}{f.p50_ms:>10.1f}{f.p99_ms:>10.1f}"
+                f"{label:<44}{f.notifications_per_s:>10.0f}{f.p50_ms:>9.1f}{f.p99_ms:>9.1f}{'':>8}"
                 "   notif/s; publish-to-receive latency"
             )
         return "\n".join(lines)
@@ -132,6 +134,7 @@ class Report:
                     "ratio": row.ratio,
                     "ratio_of": row.ratio_of or None,
                     "skipped": row.skipped or None,
+                    "cpu_us_per_request": row.cpu_us,
                 }
                 for row in self.http
             ],

@@ -48,6 +48,8 @@ class Settings:
     ws_reload_spread_s: float = 5.0
     worker_timeout_s: float = 30.0
     port: int = 8080
+    # Count metrics in the workers (off: nothing is recorded; for measuring their cost).
+    metrics_enabled: bool = True
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9400
     # HTTP transport limits.
@@ -63,6 +65,7 @@ class Settings:
     max_aliases: int = 30
     max_fields: int = 500
     introspection: bool = True
+    compiled_execution: bool = True
     max_inflight: int = 1000
     operation_timeout_s: float = 30.0
     metrics_operation_names: tuple[str, ...] = ()

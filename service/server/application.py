@@ -12,6 +12,7 @@ from typing import Any
 from service.db import Database
 from service.db.outbox import OutboxRelay
 from service.engine.http import HTTPRequest
+from service.engine.recorder import NullRecorder
 from service.server.serve import Server, build_server
 from service.settings import Settings
 from service.subscriptions import fanout as fanouts
@@ -87,8 +88,12 @@ def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Se
     logs = worker.logs if worker is not None else configure_logging(settings, slot=slot)
 
     schema = load_app(settings.app)
-    recorder = PrometheusRecorder(settings.metrics_operation_names)
-    database = Database(settings, metrics=recorder)
+    recorder: Any = (
+        PrometheusRecorder(settings.metrics_operation_names)
+        if settings.metrics_enabled
+        else NullRecorder()
+    )
+    database = Database(settings, metrics=recorder if settings.metrics_enabled else None)
     # Publishes the events mutations committed to the outbox, through this worker's fanout.
     relay = OutboxRelay(database, fanouts.publish)
 
