@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PARTS = ["baseline", "serve", "nginx", "fanout", "ws", "idle", "documents"]
+PARTS = ["baseline", "serve", "nginx", "fanout", "ws", "idle", "documents", "bundle"]
 
 
 @pytest.mark.timeout(180)
@@ -25,6 +25,7 @@ def test_every_bench_part_runs(tmp_path: Path) -> None:
         "BENCH_SUBSCRIBERS": "20",
         "BENCH_EVENTS": "5",
         "BENCH_IDLE_CONNECTIONS": "50",
+        "BENCH_PEER_ROUNDS": "1",
         "TMPDIR": str(tmp_path),
     }
     done = subprocess.run(
