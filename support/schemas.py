@@ -112,9 +112,55 @@ class TinyQueueTicker(Ticker):
     notification_queue_limit = 1
 
 
+EXECUTED: list[int] = []  # ``Shared.value`` resolutions, one per execution of an event
+
+
+class Shared(Subscription):
+    """Shared execution: ``publish`` hands every subscriber the same ``payload["item"]`` object
+    (or SKIP when ``payload["skip"]`` names the subscriber's ``who``); ``value`` counts its
+    executions in ``EXECUTED``; ``viewer`` reads the context, so a per-viewer ``result_key``
+    keeps viewers apart."""
+
+    class Arguments:
+        who = graphene.String()
+
+    value = graphene.Int()
+    viewer = graphene.String()
+    share_results = True
+
+    @staticmethod
+    def result_key(info: Any, **kwargs: Any) -> Any:
+        context = info.context
+        return context.get("viewer") if isinstance(context, dict) else None
+
+    @staticmethod
+    def publish(payload: Any, info: Any, who: str | None = None) -> Any:
+        if who is not None and who in payload.get("skip", ()):
+            return Subscription.SKIP
+        return payload["item"]
+
+    @staticmethod
+    def resolve_value(root: Any, info: Any) -> int:
+        EXECUTED.append(root["value"])
+        return int(root["value"])
+
+    @staticmethod
+    def resolve_viewer(root: Any, info: Any) -> Any:
+        context = info.context
+        return context.get("viewer") if isinstance(context, dict) else None
+
+
+class TinyShared(Shared):
+    """The same, with a notification queue of one."""
+
+    notification_queue_limit = 1
+
+
 class TickerSubscriptions(graphene.ObjectType):
     ticker = Ticker.Field()
     tiny_ticker = TinyQueueTicker.Field()
+    shared = Shared.Field()
+    tiny_shared = TinyShared.Field()
     count = graphene.Int(upto=graphene.Int(default_value=3))
 
     async def subscribe_count(root: Any, info: Any, upto: int) -> AsyncIterator[int]:

@@ -26,6 +26,9 @@ MAX_COUNTDOWN = 1000
 class NoteChanged(Subscription):
     """Every note created, updated or deleted (payload ``{"kind", "note"}``)."""
 
+    # The output reads only the payload: subscribers share one execution per event.
+    share_results = True
+
     Output = NoteEvent
 
 
@@ -36,6 +39,8 @@ class OnNewChatMessage(Subscription):
         chatroom = graphene.String(required=True)
 
     Output = ChatMessage
+    # The message's fields read only the payload (``publish`` decides who sees it).
+    share_results = True
 
     @staticmethod
     def subscribe(root: Any, info: Any, chatroom: str) -> list[str]:

@@ -136,6 +136,7 @@ class GraphQLTransportWSConnection(ServerConnection):
     errors are those of :class:`~service.protocols.ws_machine.ServerConnection`; the protocol
     rules are in this module's docstring."""
 
+    _result_type: ClassVar[str] = "next"
     subprotocol: ClassVar[str] = TRANSPORT_WS_SUBPROTOCOL
 
     def receive_bytes(self, data: bytes, now: float) -> list[Action]:

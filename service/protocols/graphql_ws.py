@@ -150,6 +150,7 @@ class GraphQLWSConnection(ServerConnection):
     for operations the client sent while ``on_connect`` was pending.
     """
 
+    _result_type: ClassVar[str] = "data"
     subprotocol: ClassVar[str] = LEGACY_WS_SUBPROTOCOL
 
     def __init__(self, **options: Any) -> None:

@@ -88,6 +88,8 @@ class ServerConnection(ABC):
     """
 
     subprotocol: ClassVar[str]
+    #: The ``type`` of the message that carries a result (``next``; legacy ``data``).
+    _result_type: ClassVar[str]
 
     def __init__(
         self,
@@ -212,6 +214,15 @@ class ServerConnection(ABC):
         if self._state is ConnectionState.CLOSED or id not in self._active:
             return []
         return [self._send(self._result_message(id, result))]
+
+    def next_encoded(self, id: str, result_json: str) -> list[Action]:
+        """``next`` for a result already encoded as JSON text: the frame is spliced around it
+        rather than encoded again (one event's result, encoded once, shared by many
+        subscribers). Same rules as ``next``; the frame equals the one ``next`` would send."""
+        if self._state is ConnectionState.CLOSED or id not in self._active:
+            return []
+        id_json = json.dumps(id, ensure_ascii=False)
+        return [Send(f'{{"type":"{self._result_type}","id":{id_json},"payload":{result_json}}}')]
 
     def error(self, id: str, errors: list[dict[str, Any]]) -> list[Action]:
         """Operation ``id`` failed before execution (e.g. validation): send ``error``; the

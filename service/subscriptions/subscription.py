@@ -91,6 +91,13 @@ class Subscription(graphene.ObjectType):
 
     SKIP: ClassVar[_Skip] = SKIP
     notification_queue_limit: ClassVar[int | None] = None
+    #: Shared execution: ``True`` says the output's resolvers do not depend on who subscribed
+    #: (nothing read from ``info.context`` or from the subscription's arguments beyond what
+    #: ``publish`` already applied). Then, for one event in one worker, subscribers whose
+    #: ``publish`` returned the same value and who run the same document with the same
+    #: variables share one execution and one encoded payload. ``False`` (the default, the safe
+    #: side): each subscriber's event is executed for it alone.
+    share_results: ClassVar[bool] = False
 
     class Meta:
         abstract = True
@@ -121,6 +128,9 @@ class Subscription(graphene.ObjectType):
     subscribe: ClassVar[Callable[..., Any]] = staticmethod(lambda root, info, **kwargs: ())
     #: ``publish(payload, info, **args)``: the value to send, or ``Subscription.SKIP``.
     publish: ClassVar[Callable[..., Any]] = staticmethod(lambda payload, info, **kwargs: payload)
+    #: ``result_key(info, **args)``: with ``share_results``, subscribers share an execution only
+    #: when their keys are equal too: return what the output does depend on (a role, a locale).
+    result_key: ClassVar[Callable[..., Any]] = staticmethod(lambda info, **kwargs: None)
     #: ``unsubscribed(root, info, **args)``: the subscription ended, for any reason.
     unsubscribed: ClassVar[Callable[..., Any]] = staticmethod(lambda root, info, **kwargs: None)
 
@@ -220,6 +230,13 @@ class SubscriptionStream:
         #: When the event last returned by ``__anext__`` was broadcast (unix seconds); the
         #: engine copies it into that event's ``Outcome`` for the fanout-lag metric.
         self.sent_at: float | None = None
+        #: With ``share_results``: what names the current event's result (see the engine's
+        #: ``ResponseStream``), and the objects whose ids it holds, kept alive with it.
+        self.share_key: tuple[Any, ...] | None = None
+        self.share_pins: tuple[Any, ...] | None = None
+        self.result_key: Any = (
+            cls.result_key(info, **kwargs) if cls.share_results else None
+        )
         self.queue: deque[tuple[Any, float]] = deque()
         self.seen_ids: set[str] = set()
         self.seen_order: deque[str] = deque()
@@ -299,6 +316,12 @@ class SubscriptionStream:
             if value is SKIP:
                 continue
             self.sent_at = sent_at
+            if self.cls.share_results:
+                # The broker hands one decoded payload object to every local subscriber of an
+                # event; ``publish`` returning the same object (or a value derived identically)
+                # is what lets their executions be shared.
+                self.share_key = (self.cls, id(payload), id(value), self.result_key)
+                self.share_pins = (payload, value)
             return value
 
     async def _leave(self) -> None:
