@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 from graphql import ExecutionResult, GraphQLSchema, create_source_event_stream, execute
 
 from service.engine import errors as codes
@@ -41,6 +43,15 @@ class Outcome:
     error_code: ErrorCode | None = None
     #: Subscription events only: when the event was broadcast (unix seconds), if known.
     sent_at: float | None = None
+    #: ``body`` as JSON text, once ``json()`` made it (shared results are encoded once).
+    encoded: str | None = None
+
+    def json(self) -> str:
+        """``body`` as compact JSON text, encoded on the first call only."""
+        if self.encoded is None:
+            self.encoded = orjson.dumps(self.body).decode()
+        return self.encoded
+
 
 
 #: ``Engine.prepare``'s answer: ``(document, operation_type, failure)``.
@@ -109,6 +120,7 @@ class Engine:
         )
         self.inflight = 0
         self.recorder: Recorder = recorder or NullRecorder()
+        self.shared_results = SharedResults()
         self._executor: ThreadPoolExecutor | None = None
         self._preparing: dict[str, asyncio.Future[CachedDocument]] = {}
 
@@ -281,6 +293,27 @@ class Engine:
         return ResponseStream(self, source, cached, variables, operation_name, context)
 
 
+class SharedResults:
+    """The outcomes of the last ``size`` shared executions (see ``ResponseStream``), with what
+    their keys name (the broadcast payload and the published value: their ids are in the keys,
+    and pinning them keeps the ids from being reused while the entry lives)."""
+
+    __slots__ = ("entries", "size")
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.entries: OrderedDict[Any, tuple[Outcome, Any]] = OrderedDict()
+
+    def get(self, key: Any) -> Outcome | None:
+        entry = self.entries.get(key)
+        return None if entry is None else entry[0]
+
+    def put(self, key: Any, outcome: Outcome, pins: Any) -> None:
+        self.entries[key] = (outcome, pins)
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
 class ResponseStream:
     """MapSourceToResponseEvent (GraphQL spec section 6.2.3.2): one ``Outcome`` per source event,
     each executed with the engine's middleware.
@@ -289,9 +322,25 @@ class ResponseStream:
     generator closed before its first step would skip its ``finally``, and a subscription whose
     connection ended while it was starting would never leave its groups). A source may expose
     ``sent_at`` (unix seconds its current event was broadcast); it is copied into the Outcome.
+
+    Shared execution: a source may also expose ``share_key`` for its current event (a hashable
+    naming the broadcast and the value it yielded, or ``None``). Subscribers of one worker whose
+    source gives the same key and who run the same cached document with the same operation name
+    and variables then share one execution: the first computes the ``Outcome``, the others get
+    that very object (and so its JSON, encoded once). A source gives a key only where its
+    results cannot depend on who subscribed (``Subscription.share_results``).
     """
 
-    __slots__ = ("cached", "closed", "context", "engine", "operation_name", "source", "variables")
+    __slots__ = (
+        "cached",
+        "closed",
+        "context",
+        "engine",
+        "operation_name",
+        "source",
+        "variables",
+        "variables_key",
+    )
 
     def __init__(
         self,
@@ -309,6 +358,7 @@ class ResponseStream:
         self.operation_name = operation_name
         self.context = context
         self.closed = False
+        self.variables_key: str | None = None  # variables as canonical JSON, on first sharing
 
     def __aiter__(self) -> ResponseStream:
         return self
@@ -316,11 +366,22 @@ class ResponseStream:
     async def __anext__(self) -> Outcome:
         if self.closed:
             raise StopAsyncIteration
+        source = self.source
         try:
-            event = await self.source.__anext__()
+            event = await source.__anext__()
         except StopAsyncIteration:
             await self.aclose()
             raise
+        share_key = getattr(source, "share_key", None)
+        if share_key is not None:
+            if self.variables_key is None:
+                self.variables_key = orjson.dumps(
+                    self.variables, option=orjson.OPT_SORT_KEYS
+                ).decode()
+            key = (share_key, id(self.cached), self.operation_name, self.variables_key)
+            shared = self.engine.shared_results.get(key)
+            if shared is not None:
+                return shared
         outcome = self.engine.execute(
             self.cached,
             "subscription",
@@ -331,7 +392,10 @@ class ResponseStream:
         )
         if not isinstance(outcome, Outcome):
             outcome = await outcome
-        outcome.sent_at = getattr(self.source, "sent_at", None)
+        outcome.sent_at = getattr(source, "sent_at", None)
+        if share_key is not None and "errors" not in outcome.body:
+            # (Errors are formatted with this subscriber's context, e.g. its request id.)
+            self.engine.shared_results.put(key, outcome, getattr(source, "share_pins", None))
         return outcome
 
     async def aclose(self) -> None:
