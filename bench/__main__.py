@@ -36,13 +36,14 @@ from bench.bundle import SCHEMA_APP, Target, strawberry_available, strawberry_be
 from bench.config import BenchSettings
 from bench.db import SEED_NOTES, seed_notes, seeded_database
 from bench.fanout import raise_nofile, run_fanout
+from bench.fanout_node import env_for_stack, node_ready, run_case
 from bench.idle import hold_idle, worst_documents
 from bench.peers.schema import QUERY as PEER_QUERY
 from bench.peers.schema import answers, check_server
 from bench.procs import TICK_US, Child, graphql
 from bench.report import Report
 from bench.wrk import WrkResult, run_wrk
-from support.stack import Stack, free_port
+from support.stack import Stack, children_of, free_port
 
 HELLO = "{ hello }"
 NOTES = "{ notes(first: 100) { id title description priority createdBy createdAt } }"
@@ -375,6 +376,44 @@ def bench_bundle(report: Report) -> None:
     )
 
 
+def bench_fanout_node(report: Report) -> None:
+    """Fanout with a Node client (``bench/fanout_node.py``): shared and per-subscriber
+    execution, one group and many, with CPU per delivered notification by component."""
+    why = node_ready()
+    if why is not None:
+        report.notes["fanout-node"] = f"skipped: {why}"
+        return
+    settings = report.settings
+    limit = raise_nofile(2 * max(settings.subscribers, 1000) + 1024)
+    if limit < settings.subscribers + 256:
+        raise BenchError(f"RLIMIT_NOFILE is {limit}: too low for {settings.subscribers} sockets")
+    with Stack(workers=2, app="support.schemas:schema", env=env_for_stack()) as stack:
+        workers = sorted(stack.worker_pids())
+        assert stack.nginx is not None and stack.nginx.pid is not None
+        nginx = [stack.nginx.pid, *children_of(stack.nginx.pid)]
+        for groups, shared in ((1, True), (1, False), (100, True)):
+            result = uvloop.run(
+                run_case(
+                    f"ws://127.0.0.1:{stack.port}/graphql",
+                    stack.env["REDIS_URL"],
+                    workers,
+                    nginx,
+                    subscribers=settings.subscribers,
+                    groups=groups,
+                    shared=shared,
+                    events=max(1, settings.events // groups) if groups > 1 else settings.events,
+                )
+            )
+            if result.delivered < result.expected:
+                raise BenchError(f"{result.label}: {result.delivered} of {result.expected} arrived")
+            report.notes[f"fanout-node {result.label}"] = (
+                f"{result.notifications_per_s:.0f} notifications/s, latency p50 "
+                f"{result.p50_ms:.1f} ms p99 {result.p99_ms:.1f} ms max {result.max_ms:.1f} ms; "
+                f"CPU us per notification: workers {result.worker_us:.1f}, nginx "
+                f"{result.nginx_us:.1f}, redis {result.redis_us:.1f}, client {result.client_us:.1f}"
+            )
+
+
 PARTS: dict[str, Callable[[Report], None]] = {
     "baseline": bench_baseline,
     "serve": bench_single,
@@ -386,6 +425,7 @@ PARTS: dict[str, Callable[[Report], None]] = {
     "documents": bench_documents,
     "peers": bench_peers,
     "bundle": bench_bundle,
+    "fanout-node": bench_fanout_node,
 }
 
 

@@ -123,9 +123,11 @@ class Shared(Subscription):
 
     class Arguments:
         who = graphene.String()
+        group = graphene.String()
 
     value = graphene.Int()
     viewer = graphene.String()
+    sent = graphene.Float(description="payload['item']['t'], when the publisher set it")
     share_results = True
 
     @staticmethod
@@ -134,7 +136,11 @@ class Shared(Subscription):
         return context.get("viewer") if isinstance(context, dict) else None
 
     @staticmethod
-    def publish(payload: Any, info: Any, who: str | None = None) -> Any:
+    def subscribe(root: Any, info: Any, group: str | None = None, **kwargs: Any) -> list[str]:
+        return [group] if group else []
+
+    @staticmethod
+    def publish(payload: Any, info: Any, who: str | None = None, **kwargs: Any) -> Any:
         if who is not None and who in payload.get("skip", ()):
             return Subscription.SKIP
         return payload["item"]
@@ -143,6 +149,10 @@ class Shared(Subscription):
     def resolve_value(root: Any, info: Any) -> int:
         EXECUTED.append(root["value"])
         return int(root["value"])
+
+    @staticmethod
+    def resolve_sent(root: Any, info: Any) -> Any:
+        return root.get("t")
 
     @staticmethod
     def resolve_viewer(root: Any, info: Any) -> Any:
@@ -156,11 +166,18 @@ class TinyShared(Shared):
     notification_queue_limit = 1
 
 
+class Unshared(Shared):
+    """The same, executed for each subscriber alone (the benchmark's comparison)."""
+
+    share_results = False
+
+
 class TickerSubscriptions(graphene.ObjectType):
     ticker = Ticker.Field()
     tiny_ticker = TinyQueueTicker.Field()
     shared = Shared.Field()
     tiny_shared = TinyShared.Field()
+    unshared = Unshared.Field()
     count = graphene.Int(upto=graphene.Int(default_value=3))
 
     async def subscribe_count(root: Any, info: Any, upto: int) -> AsyncIterator[int]:
