@@ -33,6 +33,8 @@ import uvloop
 
 from bench import asgi_one, peers, ws_framing
 from bench.bundle import SCHEMA_APP, Target, strawberry_available, strawberry_behind_nginx
+from bench.compiled import lines as compiled_lines
+from bench.compiled import measure as measure_compiled
 from bench.config import BenchSettings
 from bench.db import SEED_NOTES, seed_notes, seeded_database
 from bench.fanout import raise_nofile, run_fanout
@@ -329,6 +331,11 @@ def bench_documents(report: Report) -> None:
         report.notes[f"document {name}"] = f"{size} bytes, {ms:.1f} ms, {verdict}"
 
 
+def bench_compiled(report: Report) -> None:
+    """Compiled execution against graphql-core's ``execute``, in-process (``bench/compiled.py``)."""
+    report.notes.update(compiled_lines(measure_compiled(min(report.settings.duration_s, 5.0) / 2)))
+
+
 def bench_bundle(report: Report) -> None:
     """The bundle as shipped against strawberry behind the same nginx (``bench/bundle.py``),
     with server CPU per request."""
@@ -423,6 +430,7 @@ PARTS: dict[str, Callable[[Report], None]] = {
     "ws": bench_ws_framing,
     "idle": bench_idle,
     "documents": bench_documents,
+    "compiled": bench_compiled,
     "peers": bench_peers,
     "bundle": bench_bundle,
     "fanout-node": bench_fanout_node,

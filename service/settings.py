@@ -81,6 +81,16 @@ class Settings:
     # Run each connection's operations one at a time, in arrival order.
     ws_strict_ordering: bool = False
     notification_queue_limit: int = 1000
+    # Persisted operations: Apollo's APQ (shared through Redis, a local LRU in front) and a
+    # manifest of trusted documents (mode allow-any or trusted-only).
+    apq_enabled: bool = True
+    apq_ttl_s: float = 86400.0
+    apq_cache_size: int = 1024
+    apq_timeout_s: float = 0.25
+    trusted_documents: str = ""
+    trusted_documents_mode: str = "allow-any"
+    # Subscriptions over HTTP (SSE, multipart): heartbeat while no event is sent.
+    http_stream_heartbeat_s: float = 5.0
     # Auth.
     jwt_secret: str = ""
     jwt_public_key: str = ""
@@ -88,6 +98,11 @@ class Settings:
     jwt_audience: str = ""
     jwt_issuer: str = ""
     jwt_leeway_s: float = 30.0
+    # Browsers: GraphiQL on the GraphQL path, CORS (exact origins; empty: no CORS headers).
+    graphiql: bool = True
+    cors_allow_origins: tuple[str, ...] = ()
+    cors_allow_credentials: bool = False
+    cors_max_age_s: int = 600
     # Logs.
     log_format: str = "json"
     log_level: str = "info"

@@ -33,13 +33,17 @@ class CachedDocument:
     """A prepared document, or the errors that stop it from running.
 
     ``operations`` maps operation name (``None`` for an anonymous one) to its type
-    (``"query"``, ``"mutation"``, ``"subscription"``).
+    (``"query"``, ``"mutation"``, ``"subscription"``). ``plans`` holds the engine's compiled
+    operations by operation name, filled on first execution (``service.engine.compiled``).
     """
 
     document: DocumentNode | None
     errors: list[dict[str, Any]] | None
     error_code: ErrorCode | None
     operations: dict[str | None, str]
+    plans: dict[str | None, Any] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def single_name(self) -> str | None:
         """The operation's name when the document holds exactly one operation."""
@@ -84,6 +88,8 @@ class DocumentCache:
             rules.append(NoSchemaIntrospectionCustomRule)
         self.rules = tuple(rules)
         self._entries: OrderedDict[str, CachedDocument] = OrderedDict()
+        #: Preloaded documents (trusted documents): never evicted.
+        self._pinned: dict[str, CachedDocument] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -102,6 +108,8 @@ class DocumentCache:
         entry = entries.get(query)
         if entry is not None:
             entries.move_to_end(query)
+        elif self._pinned:
+            entry = self._pinned.get(query)
         self.recorder.cache_lookup(entry is not None)
         return entry
 
@@ -112,6 +120,11 @@ class DocumentCache:
         if len(entries) > self.size:
             entries.popitem(last=False)
         return entry
+
+    def preload(self, query: str, entry: CachedDocument) -> None:
+        """Keep ``entry`` for ``query`` for the cache's lifetime, outside the LRU (the trusted
+        documents, prepared at startup)."""
+        self._pinned[query] = entry
 
     def prepare(self, query: str) -> CachedDocument:
         """Parse, check the limits and validate ``query``; never raises for client input.

@@ -32,10 +32,16 @@ to the nearest nullable parent, errors dropped under an already nulled position 
 ``MiddlewareManager`` (so no field is read directly when there is middleware), as graphql-core
 wraps them.
 
-``CompiledOperation.execute`` returns ``None`` when it cannot run a request (variables that are
-not a dictionary, a ``@skip``/``@include`` variable that is not a boolean, too many variants): the
-caller then runs graphql-core's ``execute``, which is never wrong, only slower. ``Compiler`` logs
-once per document and operation when it cannot compile one at all (logger ``service.engine``).
+A ``@skip``/``@include`` variable that is null or missing is planned as it is: planning the
+selection that holds it raises graphql-core's error, at the place graphql-core raises it.
+
+What falls back to graphql-core's ``execute`` (never wrong, only slower):
+``CompiledOperation.execute`` returns ``None`` for a request whose variables are not a dictionary
+(graphql-core raises its ``TypeError``) or that would need a seventeenth combination of
+``@skip``/``@include`` variable values for one operation (``MAX_VARIANTS``); ``Compiler`` answers
+``None`` for an operation it cannot plan at all (the schema has no root type for it, a selection
+nested too deeply for Python's recursion, an output type it does not know). Both are logged once
+per document and operation (logger ``service.engine``).
 
 One assumption beyond graphql-core: whether a value is awaitable depends only on its type (for
 anything but generators), so types once seen not awaitable are remembered.
@@ -49,7 +55,7 @@ from asyncio import gather
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from enum import Enum
 from functools import partial
-from types import GeneratorType
+from types import CoroutineType, GeneratorType
 from typing import Any
 
 from graphql import (
@@ -135,6 +141,8 @@ _CHECKED_SERIALIZED: tuple[tuple[Any, tuple[type, Callable[[Any], Any]]], ...] =
 )
 
 _IMMUTABLE = (str, int, float, bool, type(None), Enum)
+
+_MISSING: Any = object()  # a variable without a value
 
 
 class _Unsupported(Exception):
@@ -288,6 +296,7 @@ class _Field:
         "info_head",
         "key",
         "kind",
+        "name",
         "node",
         "nodes",
         "nullable",
@@ -298,7 +307,8 @@ class _Field:
 
     key: str
     kind: int
-    attname: str
+    name: str  # the field's name in the schema
+    attname: str  # what a direct read reads
     default: Any
     nodes: list[FieldNode]
     node: FieldNode
@@ -313,13 +323,8 @@ class _Field:
     info_head: tuple[Any, ...]
     complete: Completer
 
-    def path(self, parent: Path | None) -> Path:
-        return _tuple_new(Path, (parent, self.key, self.typename))  # type: ignore[no-any-return]
-
     def info(self, run: _Run, path: Path) -> GraphQLResolveInfo:
-        return _tuple_new(  # type: ignore[no-any-return]
-            GraphQLResolveInfo, (*self.info_head, path, *run.info_tail)
-        )
+        return _tuple_new(GraphQLResolveInfo, (*self.info_head, path, *run.info_tail))
 
     def arguments(self, run: _Run) -> dict[str, Any]:
         args = self.args
@@ -418,7 +423,6 @@ def _execute_fields(run: _Run, plan: _ObjectPlan, source: Any, path: Path | None
     one when some field went asynchronous (awaited together, as ``asyncio.gather`` does)."""
     results: dict[str, Any] = {}
     pending: list[str] | None = None
-    is_awaitable = run.is_awaitable
     is_dict = isinstance(source, dict)
     for field in plan.fields:
         key = field.key
@@ -456,7 +460,8 @@ def _execute_fields(run: _Run, plan: _ObjectPlan, source: Any, path: Path | None
             field.fail(run, path, raw)
             result = None
         results[key] = result
-        if is_awaitable(result):
+        # Only our own coroutines: ``call``, ``resolved`` and ``fail`` wrap any other awaitable.
+        if type(result) is CoroutineType:
             if pending is None:
                 pending = [key]
             else:
@@ -560,7 +565,7 @@ def _leaf_completer(return_type: Any) -> Completer:
 
 def _fast_types(return_type: GraphQLOutputType) -> tuple[type | None, type | None, Any]:
     """``(fast, fast_checked, serialize)`` for a (possibly non-null) builtin scalar type."""
-    named = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
+    named: Any = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
     for scalar, (kind, serialize) in _IDENTITY_SERIALIZED:
         if named is scalar and scalar.serialize is serialize:
             return kind, None, None
@@ -578,7 +583,7 @@ def _list_completer(variant: _Variant, list_type: GraphQLList[Any], field: _Fiel
     item_is_leaf = is_leaf_type(item_type.of_type if item_nullable is False else item_type)
     nodes = field.nodes
     not_iterable = (
-        f"Expected Iterable, but did not find one for field '{field.typename}.{field.attname}'."
+        f"Expected Iterable, but did not find one for field '{field.typename}.{field.name}'."
     )
 
     def complete_list(run: _Run, field_path: Path, path: Path | None, value: Any) -> Any:
@@ -605,11 +610,13 @@ def _list_completer(variant: _Variant, list_type: GraphQLList[Any], field: _Fiel
                     completed = _await_result(
                         run, complete_item, field_path, item_path, item, nodes, item_nullable
                     )
+                    awaitable = True
                 else:
                     if not item_is_leaf:
                         item_path = _tuple_new(Path, (path, index, None))
                     completed = complete_item(run, field_path, item_path, item)
-                    if is_awaitable(completed):
+                    awaitable = is_awaitable(completed)
+                    if awaitable:
                         if item_path is None:
                             item_path = _tuple_new(Path, (path, index, None))
                         completed = _await_completed(
@@ -623,7 +630,8 @@ def _list_completer(variant: _Variant, list_type: GraphQLList[Any], field: _Fiel
                     raise error from None
                 run.add_error(error, item_path)
                 completed = None
-            if is_awaitable(completed):
+                awaitable = False
+            if awaitable:
                 if pending is None:
                     pending = [index]
                 else:
@@ -665,7 +673,7 @@ def _object_value(variant: _Variant, object_type: GraphQLObjectType, field: _Fie
             plan = variant.object_plan(object_type, nodes)
             plans.append(plan)
         if is_type_of:
-            verdict = is_type_of(value, field.info(run, field_path))
+            verdict: Any = is_type_of(value, field.info(run, field_path))
             if run.is_awaitable(verdict):
                 return _checked_then_execute(run, plan, object_type, verdict, value, path, nodes)
             if not verdict:
@@ -699,18 +707,97 @@ async def _checked_then_execute(
 
 
 def _object_completer(
-    variant: _Variant, object_type: GraphQLObjectType, field: _Field
+    variant: _Variant, object_type: GraphQLObjectType, field: _Field, null_message: str | None
 ) -> Completer:
+    """``complete_value`` for an object type, non-null when ``null_message`` is set."""
     object_value = _object_value(variant, object_type, field)
 
     def complete_object(run: _Run, field_path: Path, path: Path | None, value: Any) -> Any:
         if value is None or value is Undefined:
+            if null_message is not None:
+                raise TypeError(null_message)
             return None
         if isinstance(value, Exception):
             raise value
         return object_value(run, field_path, path, value)
 
     return complete_object
+
+
+def _object_list_completer(
+    variant: _Variant, list_type: GraphQLList[Any], field: _Field, complete_item: Completer
+) -> Completer:
+    """``complete_list_value`` for a list of objects without ``is_type_of`` (the common list):
+    the item completion is inlined."""
+    item_type = list_type.of_type
+    item_nullable = not is_non_null_type(item_type)
+    object_type = item_type if item_nullable else item_type.of_type
+    nodes = field.nodes
+    plans: list[_ObjectPlan] = []
+    null_message = f"Cannot return null for non-nullable field {field.typename}.{field.name}."
+    not_iterable = (
+        f"Expected Iterable, but did not find one for field '{field.typename}.{field.name}'."
+    )
+
+    def complete_object_list(run: _Run, field_path: Path, path: Path | None, value: Any) -> Any:
+        if value is None or value is Undefined:
+            return None
+        if isinstance(value, Exception):
+            raise value
+        if type(value) is not list and not is_iterable(value):
+            if isinstance(value, AsyncIterable):
+                return _async_iterable_to_list(complete_object_list, run, field_path, path, value)
+            raise GraphQLError(not_iterable)
+        # Planned when the first item needs it, where graphql-core collects the sub-fields (a
+        # null @skip/@include variable in them is an error of that item).
+        plan = plans[0] if plans else None
+        is_awaitable = run.is_awaitable
+        completed_results: list[Any] = []
+        append = completed_results.append
+        pending: list[int] | None = None
+        for index, item in enumerate(value):
+            item_path = _tuple_new(Path, (path, index, None))
+            try:
+                if is_awaitable(item):
+                    completed = _await_result(
+                        run, complete_item, field_path, item_path, item, nodes, item_nullable
+                    )
+                else:
+                    if item is None or item is Undefined:
+                        if not item_nullable:
+                            raise TypeError(null_message)
+                        append(None)
+                        continue
+                    if isinstance(item, Exception):
+                        raise item
+                    if plan is None:
+                        plan = variant.object_plan(object_type, nodes)
+                        plans.append(plan)
+                    completed = _execute_fields(run, plan, item, item_path)
+                    if type(completed) is CoroutineType:
+                        completed = _await_completed(
+                            run, item_path, completed, nodes, item_nullable
+                        )
+                    else:
+                        append(completed)
+                        continue
+            except Exception as raw:
+                error = located_error(raw, nodes, item_path.as_list())
+                if not item_nullable:
+                    raise error from None
+                run.add_error(error, item_path)
+                append(None)
+                continue
+            if pending is None:
+                pending = [index]
+            else:
+                pending.append(index)
+            append(completed)
+        if pending is None:
+            return completed_results
+        return _gather_items(completed_results, pending)
+
+    return complete_object_list
 
 
 def _abstract_completer(
@@ -720,7 +807,7 @@ def _abstract_completer(
     by_name: dict[str, Completer] = {}
     schema = variant.schema
     nodes = field.nodes
-    parent_name, field_name = field.typename, field.attname
+    parent_name, field_name = field.typename, field.name
 
     def runtime_completer(runtime_type_name: Any, value: Any) -> Completer:
         """graphql-core's ``ensure_valid_runtime_type``, then the object completion."""
@@ -764,9 +851,9 @@ def _abstract_completer(
                 f" to a non-object type '{runtime_type_name}'.",
                 nodes,
             )
-        if not schema.is_sub_type(abstract_type, runtime_type):  # type: ignore[arg-type]
+        if not schema.is_sub_type(abstract_type, runtime_type):
             raise GraphQLError(
-                f"Runtime Object type '{runtime_type.name}' is not a possible"  # type: ignore[attr-defined]
+                f"Runtime Object type '{runtime_type.name}' is not a possible"
                 f" type for '{abstract_type.name}'.",
                 nodes,
             )
@@ -780,7 +867,7 @@ def _abstract_completer(
             return None
         if isinstance(value, Exception):
             raise value
-        runtime = resolve_type(value, field.info(run, field_path), abstract_type)
+        runtime: Any = resolve_type(value, field.info(run, field_path), abstract_type)
         if run.is_awaitable(runtime):
             return _await_runtime_type(run, runtime_completer, runtime, field_path, path, value)
         return runtime_completer(runtime, value)(run, field_path, path, value)
@@ -813,7 +900,19 @@ class _Variant:
         self.schema = operation.schema
         self.conditions = conditions
         self._plans: dict[tuple[Any, ...], _ObjectPlan] = {}
-        self.root = self.plan(operation.root_type, [operation.node.selection_set], set())
+        self.root: _ObjectPlan | None
+        try:
+            self.root = self.plan_root()
+        except GraphQLError:
+            # A null or missing condition variable at the top: graphql-core reports it for each
+            # request, so each request plans the root again (and raises the same error).
+            self.root = None
+
+    def plan_root(self) -> _ObjectPlan:
+        """graphql-core's ``collect_fields`` for the operation (may raise the ``GraphQLError``
+        of a ``@skip``/``@include`` whose variable is null or missing, as graphql-core does)."""
+        operation = self.operation
+        return self.plan(operation.root_type, [operation.node.selection_set], set())
 
     def object_plan(self, object_type: GraphQLObjectType, nodes: list[FieldNode]) -> _ObjectPlan:
         """The sub-selection of ``nodes`` on ``object_type`` (graphql-core's
@@ -907,6 +1006,7 @@ class _Variant:
         return_type = field_def.type
         field = _Field()
         field.key = key
+        field.name = name
         field.attname = name
         field.default = None
         field.nodes = nodes
@@ -951,17 +1051,24 @@ class _Variant:
     def completer(self, return_type: GraphQLOutputType, field: _Field) -> Completer:
         """graphql-core's ``complete_value``, unrolled for ``return_type``."""
         if isinstance(return_type, GraphQLNonNull):
+            message = f"Cannot return null for non-nullable field {field.typename}.{field.name}."
+            if is_object_type(return_type.of_type):
+                return _object_completer(self, return_type.of_type, field, message)
             inner = self.completer(return_type.of_type, field)
-            message = f"Cannot return null for non-nullable field {field.typename}.{field.attname}."
             return _non_null_completer(inner, message)
         if is_list_type(return_type):
+            item_type: Any = return_type.of_type  # type: ignore[union-attr]
+            named = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+            if is_object_type(named) and not named.is_type_of:
+                complete_item = self.completer(item_type, field)
+                return _object_list_completer(self, return_type, field, complete_item)  # type: ignore[arg-type]
             return _list_completer(self, return_type, field)  # type: ignore[arg-type]
         if is_leaf_type(return_type):
             return _leaf_completer(return_type)
         if is_abstract_type(return_type):
             return _abstract_completer(self, return_type, field)  # type: ignore[arg-type]
         if is_object_type(return_type):
-            return _object_completer(self, return_type, field)  # type: ignore[arg-type]
+            return _object_completer(self, return_type, field, None)  # type: ignore[arg-type]
         raise _Unsupported(f"unexpected output type {inspect(return_type)}")
 
 
@@ -1008,16 +1115,24 @@ class CompiledOperation:
         names = self.conditions
         if not names:
             return self.variants[()]
-        key = tuple(variables.get(name) for name in names)
+        key = tuple(variables.get(name, _MISSING) for name in names)
         variant = self.variants.get(key)
         if variant is None and key not in self.variants:
-            if not all(type(value) is bool for value in key):
-                return None  # null or missing: graphql-core reports it where it arises
+            if not all(
+                value is True or value is False or value is None or value is _MISSING
+                for value in key
+            ):
+                return None
             if len(self.variants) >= MAX_VARIANTS:
                 self.compiler.report_once(self, "too many @skip/@include variable combinations")
                 return None
+            # A null or missing condition stays so: planning the selection that holds it raises
+            # graphql-core's error, where graphql-core collects that selection.
+            conditions = {
+                name: value for name, value in zip(names, key, strict=True) if value is not _MISSING
+            }
             try:
-                variant = _Variant(self, dict(zip(names, key, strict=True)))
+                variant = _Variant(self, conditions)
             except (_Unsupported, RecursionError) as exc:
                 self.compiler.report_once(self, str(exc) or type(exc).__name__)
                 variant = None
@@ -1060,10 +1175,13 @@ class CompiledOperation:
             compiler.is_awaitable,
         )
         try:
+            root = variant.root
+            if root is None:
+                root = variant.plan_root()
             if self.serial:
-                data = _execute_fields_serially(run, variant.root, root_value, None)
+                data = _execute_fields_serially(run, root, root_value, None)
             else:
-                data = _execute_fields(run, variant.root, root_value, None)
+                data = _execute_fields(run, root, root_value, None)
             if compiler.is_awaitable(data):
                 return _await_response(run, data)
         except GraphQLError as error:

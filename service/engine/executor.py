@@ -20,6 +20,7 @@ from graphql import ExecutionResult, GraphQLSchema, create_source_event_stream, 
 
 from service.engine import errors as codes
 from service.engine.cache import CachedDocument, DocumentCache
+from service.engine.compiled import Compiler
 from service.engine.errors import ExceptionHandler, format_errors
 from service.engine.limits import Limits
 from service.engine.recorder import NullRecorder, Recorder
@@ -51,7 +52,6 @@ class Outcome:
         if self.encoded is None:
             self.encoded = orjson.dumps(self.body).decode()
         return self.encoded
-
 
 
 #: ``Engine.prepare``'s answer: ``(document, operation_type, failure)``.
@@ -117,6 +117,12 @@ class Engine:
             limits=self.limits,
             introspection=settings.introspection,
             recorder=recorder,
+        )
+        #: Runs cached documents without graphql-core's per-field work (None: turned off).
+        self.compiler = (
+            Compiler(self.schema, middleware=self.middleware, is_awaitable=fast_is_awaitable)
+            if settings.compiled_execution
+            else None
         )
         self.inflight = 0
         self.recorder: Recorder = recorder or NullRecorder()
@@ -212,17 +218,32 @@ class Engine:
         context: Any,
         root_value: Any = None,
     ) -> Outcome | Awaitable[Outcome]:
-        """Execute a prepared query or mutation (GraphQL spec section 6.2)."""
-        result = execute(
-            self.schema,
-            cached.document,  # type: ignore[arg-type]
-            root_value,
-            context,
-            variables,
-            operation_name,
-            middleware=self.middleware,
-            is_awaitable=fast_is_awaitable,
+        """Execute a prepared query or mutation (GraphQL spec section 6.2), or a subscription's
+        event (``root_value``): compiled when the compiler handles it, else by graphql-core."""
+        compiler = self.compiler
+        result = (
+            None
+            if compiler is None
+            else compiler.execute(
+                cached.plans,
+                cached.document,  # type: ignore[arg-type]
+                operation_name,
+                root_value,
+                context,
+                variables,
+            )
         )
+        if result is None:
+            result = execute(
+                self.schema,
+                cached.document,  # type: ignore[arg-type]
+                root_value,
+                context,
+                variables,
+                operation_name,
+                middleware=self.middleware,
+                is_awaitable=fast_is_awaitable,
+            )
         if isinstance(result, ExecutionResult):
             return self.finish(result, operation_type, context)
         return self._finish_async(result, operation_type, context)

@@ -12,6 +12,13 @@ Status codes (GraphQL-over-HTTP draft, section 7):
 - 401: ``get_context`` raised ``HTTPError(401)`` (invalid token).
 - 404 unknown path; 405 wrong method, or a mutation over GET (``Allow: POST``); 406 Accept;
   413 body/document/variables too large; 415 Content-Type; 503 overloaded (``Retry-After``).
+
+Persisted documents (``service.engine.persisted``, passed in as ``persisted``): a request that
+names one by id is resolved before the document is prepared, synchronously when the id is
+known here and through the shared store otherwise; a document sent with its hash is registered
+once it prepared without errors. Streaming (``streams=True``): ``Accept: text/event-stream``
+(GraphQL over SSE) or ``multipart/mixed;subscriptionSpec=1.0`` (Apollo's multipart
+subscriptions) is answered with an ``HTTPStream`` (``service.engine.streams``).
 """
 
 from __future__ import annotations
@@ -22,14 +29,16 @@ import itertools
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from service.engine import errors as codes
 from service.engine.context import user_sub
-from service.engine.executor import Engine, Outcome, Prepared
+from service.engine.executor import Engine, Outcome, Prepared, request_failure
+from service.engine.persisted import Lookup, PersistedError, PersistedOperations
+from service.engine.streams import StreamedOperation, failure_chunks
 from service.protocols.codes import ErrorCode
 from service.protocols.http import (
     APPLICATION_JSON,
@@ -40,6 +49,7 @@ from service.protocols.http import (
     parse_get,
     parse_post,
 )
+from service.protocols.streams import MULTIPART, SSE, framing_for, stream_kind
 
 
 @dataclasses.dataclass(slots=True)
@@ -67,6 +77,16 @@ class HTTPResponse:
     operation_type: str = "unknown"
     operation_name: str | None = None
     user: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class HTTPStream(HTTPResponse):
+    """A response whose body is written as it is produced (``service.engine.streams``):
+    ``chunks`` yields the body's pieces, and the transport closes it (``aclose``) when the
+    client leaves. ``body`` stays empty. A subclass, so whatever handles responses (routing,
+    headers, log lines) handles streams too; only the transport must know to write one."""
+
+    chunks: AsyncIterator[bytes] | None = None
 
 
 ContextGetter = Callable[[HTTPRequest], Any]
@@ -111,12 +131,20 @@ class HTTPCore:
         *,
         get_context: ContextGetter | None = None,
         path: str = "/graphql",
+        persisted: PersistedOperations | None = None,
+        streams: bool = False,
     ) -> None:
         self.engine = engine
         self.settings = engine.settings
         self.get_context = get_context or default_context
         self.path = path
         self.recorder = engine.recorder
+        #: APQ and trusted documents; ``None``: a request naming a document by id alone gets
+        #: ``PERSISTED_QUERY_NOT_SUPPORTED``.
+        self.persisted = persisted
+        #: Answer SSE and multipart requests with an ``HTTPStream`` (the transport must write
+        #: one); off, such requests are answered with JSON as the Accept header otherwise allows.
+        self.streams = streams
 
     # --- metrics -------------------------------------------------------------------------------
     def _record(
@@ -185,6 +213,7 @@ class HTTPCore:
         """Answer one request on the GraphQL path. Never raises for client input."""
         t0 = time.perf_counter()
         media = APPLICATION_JSON
+        kind = None
         try:
             if request.path != self.path:
                 raise HTTPError(
@@ -192,7 +221,16 @@ class HTTPCore:
                     f"Not found: {request.path!r}; GraphQL is served on {self.path!r}.",
                     code=ErrorCode.NOT_FOUND,
                 )
-            media = negotiate(request.headers.get("accept"))
+            accept = request.headers.get("accept")
+            if self.streams:
+                kind = stream_kind(accept)
+            if kind is None:
+                media = negotiate(accept)
+            else:
+                try:
+                    media = negotiate(accept)
+                except HTTPError:
+                    media = APPLICATION_JSON  # for errors answered outside the stream
             method = request.method
             if method == "POST":
                 params = parse_post(request.headers.get("content-type"), request.body, orjson.loads)
@@ -220,15 +258,76 @@ class HTTPCore:
                 )
         except HTTPError as exc:
             return self.reject(exc, media, t0)
-        return self._run(request, params, media, t0)
+        persisted = self.persisted
+        register = None
+        if persisted is None:
+            if params.document_id is not None and not params.query:
+                return self.reject(
+                    HTTPError(
+                        400,
+                        "Persisted queries are not supported.",
+                        code=ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED,
+                    ),
+                    media,
+                    t0,
+                )
+        elif persisted.applies(params.document_id):
+            try:
+                lookup = persisted.resolve(params.query, params.document_id)
+            except PersistedError as exc:
+                return self._persisted_error(exc, media, t0, kind)
+            if not isinstance(lookup, Lookup):
+                return self._resolved_later(request, params, media, t0, kind, lookup)
+            params.query = lookup.query
+            register = lookup.register
+        return self._run(request, params, media, t0, kind, register)
+
+    def _persisted_error(
+        self, exc: PersistedError, media: str, t0: float, kind: str | None
+    ) -> HTTPResponse:
+        if not exc.request_error:
+            return self.reject(HTTPError(400, exc.message, code=exc.code), media, t0)
+        failure = request_failure([codes.error(exc.message, exc.code)], "unknown", exc.code)
+        if kind == SSE:
+            return self._failure_stream(kind, failure)
+        return self.respond(failure, media, None, None, t0)
+
+    def _failure_stream(self, kind: str, failure: Outcome) -> HTTPStream:
+        framing = framing_for(kind)
+        return HTTPStream(
+            200, list(framing.headers), b"", chunks=failure_chunks(self.engine, framing, failure)
+        )
+
+    async def _resolved_later(
+        self,
+        request: HTTPRequest,
+        params: GraphQLParams,
+        media: str,
+        t0: float,
+        kind: str | None,
+        pending: Awaitable[Lookup],
+    ) -> HTTPResponse:
+        try:
+            lookup = await pending
+        except PersistedError as exc:
+            return self._persisted_error(exc, media, t0, kind)
+        params.query = lookup.query
+        response = self._run(request, params, media, t0, kind, lookup.register)
+        return response if isinstance(response, HTTPResponse) else await response
 
     def _run(
-        self, request: HTTPRequest, params: GraphQLParams, media: str, t0: float
+        self,
+        request: HTTPRequest,
+        params: GraphQLParams,
+        media: str,
+        t0: float,
+        kind: str | None = None,
+        register: str | None = None,
     ) -> HTTPResponse | Awaitable[HTTPResponse]:
         prepared = self.engine.prepare(params.query, params.operation_name)
-        if isinstance(prepared, tuple):
-            return self._run_prepared(request, params, media, t0, prepared)
-        return self._prepared_later(request, params, media, t0, prepared)
+        if isinstance(prepared, tuple) and (register is None or prepared[2] is not None):
+            return self._run_prepared(request, params, media, t0, prepared, kind)
+        return self._prepared_later(request, params, media, t0, prepared, kind, register)
 
     async def _prepared_later(
         self,
@@ -236,9 +335,16 @@ class HTTPCore:
         params: GraphQLParams,
         media: str,
         t0: float,
-        pending: Awaitable[Prepared],
+        pending: Prepared | Awaitable[Prepared],
+        kind: str | None = None,
+        register: str | None = None,
     ) -> HTTPResponse:
-        response = self._run_prepared(request, params, media, t0, await pending)
+        prepared = pending if isinstance(pending, tuple) else await pending
+        if register is not None and prepared[2] is None and self.persisted is not None:
+            # APQ: the document came with its hash and prepared without errors; keep it for
+            # every worker before running it.
+            await self.persisted.register(register, params.query)
+        response = self._run_prepared(request, params, media, t0, prepared, kind)
         return response if isinstance(response, HTTPResponse) else await response
 
     def _run_prepared(
@@ -248,6 +354,7 @@ class HTTPCore:
         media: str,
         t0: float,
         prepared: Prepared,
+        kind: str | None = None,
     ) -> HTTPResponse | Awaitable[HTTPResponse]:
         engine = self.engine
         name = params.operation_name
@@ -261,9 +368,13 @@ class HTTPCore:
                     media,
                     t0,
                 )
+            if kind == SSE:
+                return self._failure_stream(kind, failure)
             return self.respond(failure, media, name, None, t0)
         assert cached is not None
         label = name if name is not None else cached.single_name()
+        if kind == MULTIPART and operation_type != "subscription":
+            kind = None  # Apollo's multipart protocol is for subscriptions; the rest is JSON
         if operation_type == "mutation" and request.method == "GET":
             return self.reject(
                 HTTPError(
@@ -275,12 +386,18 @@ class HTTPCore:
                 media,
                 t0,
             )
-        if operation_type == "subscription":
+        if operation_type == "subscription" and kind is None:
             return self.reject(
                 HTTPError(
                     400,
                     "Subscriptions are served over WebSocket (graphql-transport-ws or graphql-ws) "
-                    "on this path, not over plain HTTP.",
+                    "on this path"
+                    + (
+                        ", or over HTTP with Accept: text/event-stream (GraphQL over SSE) or "
+                        'multipart/mixed;subscriptionSpec="1.0" (multipart subscriptions).'
+                        if self.streams
+                        else ", not over plain HTTP."
+                    ),
                 ),
                 media,
                 t0,
@@ -305,8 +422,10 @@ class HTTPCore:
             return self.internal_error(exc, {"request_id": request.request_id}, media, t0)
         if inspect.isawaitable(context):
             return self._run_async(
-                context, request, params, cached, operation_type, media, t0, label
+                context, request, params, cached, operation_type, media, t0, label, kind
             )
+        if kind is not None:
+            return self._stream(kind, params, cached, operation_type, label, context, t0)
         try:
             outcome = engine.execute(cached, operation_type, params.variables, name, context)
         except Exception as exc:
@@ -338,6 +457,7 @@ class HTTPCore:
         media: str,
         t0: float,
         label: str | None = None,
+        kind: str | None = None,
     ) -> HTTPResponse:
         try:
             context = await pending_context
@@ -345,6 +465,8 @@ class HTTPCore:
             return self.reject(exc, media, t0)
         except Exception as exc:
             return self.internal_error(exc, {"request_id": request.request_id}, media, t0)
+        if kind is not None:
+            return self._stream(kind, params, cached, operation_type, label, context, t0)
         try:
             outcome = self.engine.execute(
                 cached, operation_type, params.variables, params.operation_name, context
@@ -354,3 +476,37 @@ class HTTPCore:
         if not isinstance(outcome, Outcome):
             return await self._await_outcome(outcome, media, label, context, t0)
         return self.respond(outcome, media, label, context, t0)
+
+    def _stream(
+        self,
+        kind: str,
+        params: GraphQLParams,
+        cached: Any,
+        operation_type: str,
+        label: str | None,
+        context: Any,
+        t0: float,
+    ) -> HTTPStream:
+        """The operation answered as a stream (SSE or multipart), run as the body is read."""
+        framing = framing_for(kind)
+        operation = StreamedOperation(
+            self.engine,
+            framing,
+            cached,
+            operation_type,
+            params.variables,
+            params.operation_name,
+            label,
+            context,
+            t0,
+            self.settings.http_stream_heartbeat_s,
+        )
+        return HTTPStream(
+            200,
+            list(framing.headers),
+            b"",
+            operation_type,
+            label,
+            user_sub(context),
+            operation.chunks(),
+        )

@@ -78,10 +78,11 @@ class WSOperationLogger(Protocol):
 class RepeatFilter(logging.Filter):
     """Logs a burst of identical records once per ``interval_s``, with a count.
 
-    Records are identical when they come from the same logger, at the same level, with the same
-    message template and exception type (an outage makes every request fail the same way: 9,000
-    tracebacks in 5 s otherwise). The first passes; the others within ``interval_s`` are
-    counted and dropped; the first after the interval passes with ``repeated=<count dropped>``.
+    Records (warnings and errors) are identical when they come from the same logger, at the
+    same level, with the same message text and exception type (an outage makes every request
+    fail the same way: 9,000 tracebacks in 5 s otherwise). The first passes; the others within
+    ``interval_s`` are counted and dropped; the first after the interval passes with
+    ``repeated=<count dropped>``.
     ``clock`` is a parameter so tests can move time.
     """
 
@@ -92,8 +93,14 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[tuple[Any, ...], list[float]] = {}  # key -> [window start, dropped]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True  # floods are of warnings and errors; info lines pass as they are
         exc_type = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None
-        key = (record.name, record.levelno, str(record.msg), exc_type)
+        try:
+            text = record.getMessage()
+        except Exception:
+            text = str(record.msg)
+        key = (record.name, record.levelno, text, exc_type)
         now = self.clock()
         seen = self._seen.get(key)
         if seen is None or now - seen[0] >= self.interval_s:

@@ -235,10 +235,10 @@ class PrometheusRecorder:
     def flush(self) -> None:
         """Hand everything recorded since the last flush to prometheus-client."""
         requests, self._requests = self._requests, {}
-        for key, count in requests.items():
-            self._child(REQUESTS, key).inc(count)
-        for key, pending in self._durations.items():
-            pending.flush_into(self._child(REQUEST_DURATION, key))
+        for request_key, count in requests.items():
+            self._child(REQUESTS, request_key).inc(count)
+        for duration_key, pending in self._durations.items():
+            pending.flush_into(self._child(REQUEST_DURATION, duration_key))
         errors, self._errors = self._errors, {}
         for code, count in errors.items():
             self._error_children[code].inc(count)

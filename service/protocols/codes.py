@@ -30,6 +30,10 @@ class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "BAD_REQUEST"
     OPERATION_NOT_FOUND = "OPERATION_NOT_FOUND"
     PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
+    #: Apollo's APQ: the hash is unknown here; the client retries with the document.
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+    #: ``TRUSTED_DOCUMENTS_MODE=trusted-only``: the document is not in the trusted manifest.
+    OPERATION_NOT_TRUSTED = "OPERATION_NOT_TRUSTED"
     INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
     # HTTP-level refusals, named after their status.
     NOT_FOUND = "NOT_FOUND"  # 404

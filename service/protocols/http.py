@@ -11,6 +11,8 @@ Spec sections implemented:
 - 5.2 GET: parameters in the query string; ``variables`` and ``extensions`` JSON-encoded.
 - 5.3 POST: ``application/json`` body ``{query, variables?, operationName?, extensions?}``;
   ``application/graphql`` body is the query itself (a common extension).
+- Persisted documents: ``documentId`` (the draft's persisted-documents appendix) or Apollo's
+  ``extensions.persistedQuery`` may stand in for ``query`` (``persisted_document_id``).
 - 7 Response status codes for request errors: 400 for malformed requests regardless of media type.
 """
 
@@ -61,6 +63,10 @@ class GraphQLParams:
     variables: dict[str, Any] | None
     operation_name: str | None
     extensions: dict[str, Any] | None
+    #: The persisted document the request names (``documentId``, or Apollo's
+    #: ``extensions.persistedQuery.sha256Hash``), lower-cased, without a ``sha256:`` prefix.
+    #: ``query`` is then ``""`` when the request sent no document.
+    document_id: str | None = None
 
 
 _accept_cache: dict[str, str] = {}
@@ -120,16 +126,53 @@ def _optional_object(value: Any, name: str) -> dict[str, Any] | None:
     raise HTTPError(400, f"The '{name}' parameter must be a JSON object or null.")
 
 
-def _params_from_mapping(data: dict[str, Any]) -> GraphQLParams:
-    query = data.get("query")
-    if query is None:
-        if isinstance(data.get("extensions"), dict) and "persistedQuery" in data["extensions"]:
+#: Longest document id accepted (a sha256 is 64 hex digits; manifests may use longer ids).
+MAX_DOCUMENT_ID_CHARS = 256
+
+
+def persisted_document_id(document_id: Any, extensions: Any) -> str | None:
+    """The persisted document a request names, or ``None``.
+
+    ``documentId`` (GraphQL-over-HTTP draft, persisted documents; ``sha256:<hex>`` or a bare
+    id) wins over Apollo's APQ ``extensions.persistedQuery`` (``{"version": 1,
+    "sha256Hash": <hex>}``). Raises ``HTTPError(400)`` for a malformed reference.
+    """
+    if document_id is None and isinstance(extensions, dict):
+        persisted = extensions.get("persistedQuery")
+        if persisted is None:
+            return None
+        if not isinstance(persisted, dict):
+            raise HTTPError(400, "extensions.persistedQuery must be an object.")
+        if persisted.get("version") != 1:
             raise HTTPError(
                 400,
-                "Persisted queries are not supported.",
+                f"Unsupported persisted query version {persisted.get('version')!r}; use 1.",
                 code=ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED,
             )
-        raise HTTPError(400, "The 'query' parameter is missing.")
+        document_id = persisted.get("sha256Hash")
+        if not isinstance(document_id, str) or not document_id:
+            raise HTTPError(400, "extensions.persistedQuery.sha256Hash must be a string.")
+    elif document_id is None:
+        return None
+    if not isinstance(document_id, str) or not document_id:
+        raise HTTPError(400, "The 'documentId' parameter must be a non-empty string.")
+    if len(document_id) > MAX_DOCUMENT_ID_CHARS:
+        raise HTTPError(400, f"The document id is longer than {MAX_DOCUMENT_ID_CHARS} characters.")
+    if document_id[:7].lower() == "sha256:":
+        document_id = document_id[7:]
+    return document_id.lower()
+
+
+def _params_from_mapping(data: dict[str, Any]) -> GraphQLParams:
+    query = data.get("query")
+    extensions = data.get("extensions")
+    document_id = None
+    if "documentId" in data or (isinstance(extensions, dict) and "persistedQuery" in extensions):
+        document_id = persisted_document_id(data.get("documentId"), extensions)
+    if query is None:
+        if document_id is None:
+            raise HTTPError(400, "The 'query' parameter is missing.")
+        query = ""
     if not isinstance(query, str):
         raise HTTPError(400, "The 'query' parameter must be a string.")
     operation_name = data.get("operationName")
@@ -139,7 +182,8 @@ def _params_from_mapping(data: dict[str, Any]) -> GraphQLParams:
         query,
         _optional_object(data.get("variables"), "variables"),
         operation_name or None,
-        _optional_object(data.get("extensions"), "extensions"),
+        _optional_object(extensions, "extensions"),
+        document_id,
     )
 
 

@@ -116,7 +116,9 @@ class Start:
 
     ``payload`` always has exactly these keys, with validated types:
     ``{"query": str, "variables": dict | None, "operationName": str | None,
-    "extensions": dict | None}``.
+    "extensions": dict | None}``; plus ``"documentId": str`` when the client sent one. A
+    payload that names a persisted document (``documentId`` or
+    ``extensions.persistedQuery``) may leave out ``query`` (it is then ``None``).
     """
 
     id: str
@@ -206,7 +208,14 @@ def parse_operation_payload(payload: object, message_type: str) -> dict[str, Any
     if not isinstance(payload, dict):
         raise bad("payload must be an object")
     query = payload.get("query")
-    if not isinstance(query, str):
+    extensions = payload.get("extensions")
+    document_id = payload.get("documentId")
+    if document_id is not None and not isinstance(document_id, str):
+        raise bad("payload.documentId must be a string")
+    persisted = document_id is not None or (
+        isinstance(extensions, dict) and isinstance(extensions.get("persistedQuery"), dict)
+    )
+    if not isinstance(query, str) and not (query is None and persisted):
         raise bad("payload.query must be a string")
     variables = payload.get("variables")
     if variables is not None and not isinstance(variables, dict):
@@ -214,15 +223,17 @@ def parse_operation_payload(payload: object, message_type: str) -> dict[str, Any
     operation_name = payload.get("operationName")
     if operation_name is not None and not isinstance(operation_name, str):
         raise bad("payload.operationName must be a string or null")
-    extensions = payload.get("extensions")
     if extensions is not None and not isinstance(extensions, dict):
         raise bad("payload.extensions must be an object or null")
-    return {
+    normalised = {
         "query": query,
         "variables": variables,
         "operationName": operation_name,
         "extensions": extensions,
     }
+    if document_id is not None:
+        normalised["documentId"] = document_id
+    return normalised
 
 
 def valid_id(value: object) -> bool:

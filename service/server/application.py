@@ -12,7 +12,9 @@ from typing import Any
 from service.db import Database
 from service.db.outbox import OutboxRelay
 from service.engine.http import HTTPRequest
+from service.engine.persisted import PersistedOperations
 from service.engine.recorder import NullRecorder
+from service.server.persisted_store import RedisAPQStore
 from service.server.serve import Server, build_server
 from service.settings import Settings
 from service.subscriptions import fanout as fanouts
@@ -78,6 +80,19 @@ def make_ws_authenticator(settings: Settings) -> Any:
     return authenticate
 
 
+def make_persisted(settings: Settings) -> tuple[PersistedOperations, list[Any]]:
+    """Persisted operations for a worker: APQ shared through Redis (``REDIS_URL``; without it,
+    this worker's LRU only) and the trusted documents of ``TRUSTED_DOCUMENTS``. Returns them
+    with the ``on_close`` hooks they need. Raises ``ValueError`` for a bad manifest or mode."""
+    store = None
+    if settings.redis_url and settings.apq_enabled:
+        store = RedisAPQStore(
+            settings.redis_url, ttl_s=settings.apq_ttl_s, timeout_s=settings.apq_timeout_s
+        )
+    persisted = PersistedOperations.from_settings(settings, store)
+    return persisted, [store.close] if store is not None else []
+
+
 def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Server:
     """The server a supervisor worker runs on ``settings.slot_path(slot)``, with this worker's
     ``Database`` in every request context (``"db"``), pinged by /readyz and closed with it, and
@@ -96,6 +111,7 @@ def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Se
     database = Database(settings, metrics=recorder if settings.metrics_enabled else None)
     # Publishes the events mutations committed to the outbox, through this worker's fanout.
     relay = OutboxRelay(database, fanouts.publish)
+    persisted, closers = make_persisted(settings)
 
     return build_server(
         schema,
@@ -105,10 +121,11 @@ def build_worker_server(settings: Settings, slot: int, worker: Any = None) -> Se
         ready_check=database.ping,
         atomic_unix=True,
         on_start=[relay.start],
-        on_close=[relay.close, database.close],
+        on_close=[relay.close, database.close, *closers],
         recorder=recorder,
         identity={"slot": slot},
         authenticate=make_ws_authenticator(settings),
         log_request=logs.request_logger(),
         log_operation=logs.ws_operation_logger(),
+        persisted=persisted,
     )

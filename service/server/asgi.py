@@ -28,6 +28,8 @@ from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPRespon
 from service.engine.recorder import Recorder
 from service.protocols.codes import CloseCode
 from service.protocols.negotiate import choose_subprotocol
+from service.server.cors import CORSPolicy
+from service.server.graphiql import GraphiQL
 from service.server.native import simple_response
 from service.server.ws_session import ConnectApp, WSSession
 from service.settings import Settings
@@ -98,6 +100,14 @@ def asgi_app(
         recorder=recorder,
     )
     core = HTTPCore(engine, get_context=get_context, path=path)
+    # Browsers: GraphiQL's page and assets (GRAPHIQL), CORS (CORS_ALLOW_ORIGINS), as natively.
+    graphiql = GraphiQL(path) if settings.graphiql else None
+    cors = CORSPolicy.from_settings(settings, path)
+
+    def route(request: HTTPRequest) -> HTTPResponse | Awaitable[HTTPResponse]:
+        page = graphiql.handle(request) if graphiql is not None else None
+        return page if page is not None else core.handle(request)
+
     connect = ConnectApp(engine, settings, get_context=get_context, on_connect=on_connect)
     fanout = Fanout(
         make_broker(settings.redis_url or None, on_reconnect=recorder.broker_reconnected),
@@ -134,7 +144,7 @@ def asgi_app(
             chunks.append(chunk)
             more = message.get("more_body", False)
         request = _request_from_scope(scope, b"".join(chunks), ids)
-        result = core.handle(request)
+        result = cors.handle(request, route) if cors is not None else route(request)
         response = await result if inspect.isawaitable(result) else result
         await _send_response(send, response)
 

@@ -13,6 +13,11 @@ What it does, and where:
   reading also pauses while ``MAX_PIPELINE`` requests wait.
 - A client that disconnects mid-request cancels that request's task.
 - ``Upgrade: websocket`` requests are handed to the WebSocket handler with the bytes after them.
+- Streaming responses (``HTTPStream``: GraphQL over SSE, multipart subscriptions): the head
+  goes out at once, then each body chunk as it is produced, with ``transfer-encoding:
+  chunked`` (or, when the connection closes after it, delimited by the close). While the client
+  does not read (``pause_writing``) the stream waits; when the client disconnects, the stream is
+  cancelled and its body closed (the subscription ends). A graceful shutdown ends streams.
 
 The response bytes are assembled here; parsing is httptools' job, never ours.
 """
@@ -23,6 +28,7 @@ import asyncio
 import email.utils
 import functools
 import http
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -31,7 +37,7 @@ from typing import Any, Protocol
 import httptools
 import orjson
 
-from service.engine.http import HTTPRequest, HTTPResponse, RequestIds
+from service.engine.http import HTTPRequest, HTTPResponse, HTTPStream, RequestIds
 from service.settings import Settings
 
 MAX_PIPELINE = 16
@@ -79,11 +85,27 @@ def encode_response(response: HTTPResponse, keep_alive: bool) -> bytes:
     parts.append(_date.get())
     for name, value in response.headers:
         parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-    parts.append(b"content-length: %d\r\n" % len(response.body))
+    if response.status != 204 and response.status >= 200:  # RFC 9110 8.6: none on 1xx, 204
+        parts.append(b"content-length: %d\r\n" % len(response.body))
     if not keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
     parts.append(response.body)
+    return b"".join(parts)
+
+
+def encode_stream_head(stream: HTTPStream, chunked: bool, keep_alive: bool) -> bytes:
+    """Status line and headers of a streamed response: chunked (HTTP/1.1), or delimited by
+    closing the connection when it is not kept alive."""
+    parts = [_STATUS_LINES.get(stream.status) or f"HTTP/1.1 {stream.status} \r\n".encode()]
+    parts.append(_date.get())
+    for name, value in stream.headers:
+        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
     return b"".join(parts)
 
 
@@ -181,6 +203,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.upgraded = False
+        self.streaming = False
+        self._writable: asyncio.Future[None] | None = None
 
     # --- connection lifecycle -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -211,6 +235,9 @@ class HTTPProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self._set_reading()
+        waiter = self._writable
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)  # a stream waiting for its client to read goes on
         if not self.busy:
             self._next()  # pipelined requests held back while the client was not reading
 
@@ -262,6 +289,9 @@ class HTTPProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """Graceful stop: close now when idle, else after the response in progress."""
         self.closing = True
+        if self.streaming and self.task is not None:
+            self.task.cancel()  # ends the stream; the connection closes once it unwound
+            return
         if self.transport is not None and not self.busy and not self.queue and not self.upgraded:
             self.transport.close()
 
@@ -356,6 +386,9 @@ class HTTPProtocol(asyncio.Protocol):
             except Exception:  # the core never raises for input; this is our bug
                 result = simple_response(500, "Internal server error.")
             if isinstance(result, HTTPResponse):
+                if isinstance(result, HTTPStream):
+                    self._start_stream(request, result, keep_alive, t0)
+                    return
                 self._send(request, result, keep_alive, t0)
                 continue
             self.busy = True
@@ -378,7 +411,84 @@ class HTTPProtocol(asyncio.Protocol):
             return
         exc = fut.exception()
         response = simple_response(500, "Internal server error.") if exc else fut.result()
+        if isinstance(response, HTTPStream):
+            self._start_stream(request, response, keep_alive, t0)
+            return
         self._send(request, response, keep_alive, t0)
+        self._next()
+
+    # --- streaming responses ------------------------------------------------------------------
+    def _start_stream(
+        self, request: HTTPRequest, stream: HTTPStream, keep_alive: bool, t0: float
+    ) -> None:
+        transport = self.transport
+        keep_alive = keep_alive and not self.closing
+        self.busy = True
+        self.streaming = True
+        if transport is not None:
+            transport.write(encode_stream_head(stream, keep_alive, keep_alive))
+        task = asyncio.ensure_future(self._write_stream(stream, keep_alive))
+        self.task = task
+        task.add_done_callback(
+            functools.partial(self._stream_done, request, stream, keep_alive, t0)
+        )
+
+    async def _write_stream(self, stream: HTTPStream, chunked: bool) -> None:
+        """Write the body's chunks as they come, waiting while the client does not read."""
+        body = stream.chunks
+        if body is None:
+            return
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                while self.write_paused and self.transport is not None:
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._writable = waiter
+                    try:
+                        await waiter
+                    finally:
+                        self._writable = None
+                transport = self.transport
+                if transport is None:
+                    return
+                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked and self.transport is not None:
+                self.transport.write(b"0\r\n\r\n")
+        finally:
+            closer = getattr(body, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    def _stream_done(
+        self,
+        request: HTTPRequest,
+        stream: HTTPStream,
+        keep_alive: bool,
+        t0: float,
+        fut: asyncio.Future[Any],
+    ) -> None:
+        self.busy = False
+        self.streaming = False
+        self.task = None
+        clean = not fut.cancelled() and fut.exception() is None
+        if not fut.cancelled() and fut.exception() is not None:
+            stream.status = 500  # for the log line; the client sees the body cut short
+            logging.getLogger("service.server").error(
+                "streaming response failed", exc_info=fut.exception()
+            )
+        if self.log_request is not None:
+            self.log_request(request, stream, time.perf_counter() - t0)
+        transport = self.transport
+        if transport is None:
+            return
+        if not clean or not keep_alive or self.closing:
+            # A stream cut short cannot be told apart from its end except by the connection
+            # closing; after a clean end without keep-alive the close delimits the body.
+            self.closing = True
+            self.queue.clear()
+            transport.close()
+            return
         self._next()
 
     def _send(

@@ -24,8 +24,11 @@ from service.broker import make_broker
 from service.engine.errors import ExceptionHandler
 from service.engine.executor import Engine
 from service.engine.http import ContextGetter, HTTPCore, HTTPRequest, HTTPResponse, RequestIds
+from service.engine.persisted import PersistedOperations
 from service.engine.recorder import NullRecorder, Recorder
 from service.protocols.codes import CloseCode
+from service.server.cors import CORSPolicy
+from service.server.graphiql import GraphiQL
 from service.server.native import DeadlineSweeper, HTTPProtocol, RequestLogger, WebSocketHandler
 from service.server.ws_native import NativeWebSocket, make_websocket_handler
 from service.server.ws_session import ConnectApp
@@ -43,18 +46,25 @@ _JSON = [("content-type", "application/json")]
 
 
 class ServiceApp:
-    """Routes ``/healthz`` and ``/readyz``; everything else goes to the GraphQL core."""
+    """Routes ``/healthz`` and ``/readyz``; everything else goes to the GraphQL core, after
+    ``graphiql`` (browsers' page and assets, ``service.server.graphiql``) and inside ``cors``
+    (``service.server.cors``) when they are given."""
 
     def __init__(
         self,
         core: HTTPCore,
         ready_check: ReadyCheck | None = None,
         identity: Mapping[str, Any] | None = None,
+        *,
+        graphiql: GraphiQL | None = None,
+        cors: CORSPolicy | None = None,
     ) -> None:
         self.core = core
         self.ready_check = ready_check
         self.draining = False
         self.health = orjson.dumps({"status": "ok", "pid": os.getpid(), **(identity or {})})
+        self.graphiql = graphiql
+        self.cors = cors
 
     def handle(self, request: HTTPRequest) -> HTTPResponse | Awaitable[HTTPResponse]:
         path = request.path
@@ -62,6 +72,15 @@ class ServiceApp:
             return HTTPResponse(200, list(_JSON), self.health)
         if path == "/readyz":
             return self._ready()
+        if self.cors is not None:
+            return self.cors.handle(request, self._route)
+        return self._route(request)
+
+    def _route(self, request: HTTPRequest) -> HTTPResponse | Awaitable[HTTPResponse]:
+        if self.graphiql is not None:
+            page = self.graphiql.handle(request)
+            if page is not None:
+                return page
         return self.core.handle(request)
 
     async def _ready(self) -> HTTPResponse:
@@ -394,9 +413,14 @@ def build_server(
     log_operation: Callable[..., None] | None = None,
     recorder: Recorder | None = None,
     path: str = "/graphql",
+    persisted: PersistedOperations | None = None,
 ) -> Server:
     """Wire one server: engine, HTTP core, WebSocket endpoint, fanout, listeners. Nothing is
     bound until ``await server.start()``.
+
+    ``persisted``: APQ and trusted documents, over HTTP and WebSocket (``None``: a request
+    naming a document by id alone gets ``PERSISTED_QUERY_NOT_SUPPORTED``); its trusted
+    documents are validated and preloaded here (``ValueError`` names a bad one).
 
     ``recorder`` receives the metrics (default: prometheus-client's, ``PrometheusRecorder``);
     ``path`` is where GraphQL is served, over HTTP and WebSocket. ``on_start`` hooks run once
@@ -414,7 +438,9 @@ def build_server(
         exception_handler=exception_handler,
         recorder=recorder,
     )
-    core = HTTPCore(engine, get_context=get_context, path=path)
+    if persisted is not None:
+        persisted.preload(engine.cache)
+    core = HTTPCore(engine, get_context=get_context, path=path, persisted=persisted, streams=True)
     connect = ConnectApp(
         engine,
         settings,
@@ -422,6 +448,7 @@ def build_server(
         authenticate=authenticate,
         on_connect=on_connect,
         log_operation=log_operation,
+        persisted=persisted,
     )
     fanout = Fanout(
         make_broker(settings.redis_url or None, on_reconnect=recorder.broker_reconnected),
@@ -429,7 +456,13 @@ def build_server(
         recorder=recorder,
     )
     return Server(
-        ServiceApp(core, ready_check, identity),
+        ServiceApp(
+            core,
+            ready_check,
+            identity,
+            graphiql=GraphiQL(path) if settings.graphiql else None,
+            cors=CORSPolicy.from_settings(settings, path),
+        ),
         settings,
         listen,
         engine=engine,

@@ -31,8 +31,9 @@ from service.engine import errors as codes
 from service.engine.context import user_sub
 from service.engine.executor import Engine, Outcome
 from service.engine.http import HTTPRequest, default_context
+from service.engine.persisted import Lookup, PersistedError, PersistedOperations
 from service.protocols.codes import CloseCode, ErrorCode
-from service.protocols.http import HTTPError
+from service.protocols.http import HTTPError, persisted_document_id
 from service.protocols.negotiate import make_connection
 from service.protocols.ws_messages import (
     TRANSPORT_WS_SUBPROTOCOL,
@@ -85,8 +86,11 @@ class ConnectApp:
         on_connect: Callable[[Any, Any], Any] | None = None,
         log_operation: OperationLogger | None = None,
         strict_ordering: bool | None = None,
+        persisted: PersistedOperations | None = None,
     ) -> None:
         self.engine = engine
+        #: APQ and trusted documents for ``subscribe``/``start`` payloads (as over HTTP).
+        self.persisted = persisted
         self.settings = settings
         self.get_context = get_context
         self.authenticate = authenticate
@@ -392,7 +396,21 @@ class WSSession:
         engine = self.engine
         name = payload.get("operationName")
         variables = payload.get("variables")
-        prepared = engine.prepare(payload["query"], name)
+        query = payload["query"]
+        register = None
+        persisted = self.app.persisted
+        if (
+            query is None
+            or "documentId" in payload
+            or (persisted is not None and persisted.trusted_only)
+            or (payload["extensions"] is not None and "persistedQuery" in payload["extensions"])
+        ):
+            try:
+                query, register = await self._persisted_query(payload)
+            except (HTTPError, PersistedError) as exc:
+                self.apply(self.machine.error(op_id, [codes.error(exc.message, exc.code)]))
+                return "unknown", "rejected", None
+        prepared = engine.prepare(query, name)
         if not isinstance(prepared, tuple):
             prepared = await prepared
         cached, kind, failure = prepared
@@ -400,6 +418,8 @@ class WSSession:
             self.apply(self.machine.error(op_id, failure.body["errors"]))
             return kind, "rejected", None
         assert cached is not None
+        if register is not None and persisted is not None:
+            await persisted.register(register, query)
         context = self._operation_context(op_id)
         if kind != "subscription":
             outcome = engine.execute(cached, kind, variables, name, context)
@@ -418,6 +438,27 @@ class WSSession:
         if self.settings.confirm_subscriptions:
             self.apply(self.machine.next(op_id, {"data": None}))
         return kind, "ok", started
+
+    async def _persisted_query(self, payload: dict[str, Any]) -> tuple[str, str | None]:
+        """The document a payload names (APQ, trusted documents) and the id to register it
+        under; raises ``HTTPError`` or ``PersistedError`` as the HTTP core would answer them."""
+        document_id = persisted_document_id(payload.get("documentId"), payload["extensions"])
+        query = payload["query"] or ""
+        persisted = self.app.persisted
+        if persisted is None:
+            if document_id is not None and not query:
+                raise HTTPError(
+                    400,
+                    "Persisted queries are not supported.",
+                    code=ErrorCode.PERSISTED_QUERY_NOT_SUPPORTED,
+                )
+            return query, None
+        if not persisted.applies(document_id):
+            return query, None
+        lookup = persisted.resolve(query, document_id)
+        if not isinstance(lookup, Lookup):
+            lookup = await lookup
+        return lookup.query, lookup.register
 
     def _deliver_final(self, op_id: str, outcome: Outcome) -> str:
         if outcome.request_error:

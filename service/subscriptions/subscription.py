@@ -234,9 +234,7 @@ class SubscriptionStream:
         #: ``ResponseStream``), and the objects whose ids it holds, kept alive with it.
         self.share_key: tuple[Any, ...] | None = None
         self.share_pins: tuple[Any, ...] | None = None
-        self.result_key: Any = (
-            cls.result_key(info, **kwargs) if cls.share_results else None
-        )
+        self.result_key: Any = cls.result_key(info, **kwargs) if cls.share_results else None
         self.queue: deque[tuple[Any, float]] = deque()
         self.seen_ids: set[str] = set()
         self.seen_order: deque[str] = deque()

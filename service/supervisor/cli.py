@@ -9,6 +9,7 @@ Commands:
 - ``nginx-config --variant dev|compose|site --workers N [--out-dir D]``: write (or print) the
   per-host nginx files: the worker slot upstream servers, listen address and body limit.
 - ``token --sub S [--name NAME] [--ttl SECONDS]``: print a development JWT.
+- ``schema [--app module:attribute]``: print the served schema (``APP``) as SDL, for codegen.
 - ``healthcheck``: exit 0 when every worker slot answers ``/healthz`` (the container check).
 
 Settings come from the environment (see ``service.settings``); flags override them.
@@ -84,6 +85,22 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from graphql import print_schema
+
+    from service.server.application import load_app
+    from service.settings import Settings
+
+    spec = args.app or Settings.from_env().app
+    try:
+        schema = load_app(spec)
+    except (ImportError, ValueError) as exc:
+        print(f"graphql-service: cannot load the schema {spec!r}: {exc}", file=sys.stderr)
+        return 2
+    print(print_schema(getattr(schema, "graphql_schema", schema)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "nginx-config":
@@ -114,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name")
     p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     p.set_defaults(func=cmd_token)
+    p = sub.add_parser("schema", help="print the served schema (APP) as SDL")
+    p.add_argument("--app", help="module:attribute of the schema (default: APP)")
+    p.set_defaults(func=cmd_schema)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

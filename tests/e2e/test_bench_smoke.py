@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PARTS = ["baseline", "serve", "nginx", "fanout", "ws", "idle", "documents", "bundle"]
+PARTS = ["baseline", "serve", "nginx", "fanout", "ws", "idle", "documents", "compiled", "bundle"]
 
 
 @pytest.mark.timeout(180)

@@ -89,8 +89,9 @@ def test_counters_match_traffic_across_workers(stack: Stack) -> None:
             return len(got)
 
     assert asyncio.run(subscribe_and_receive()) == 5
+
     # Workers hand their counts to prometheus-client once a second: wait until both have.
-    def settled() -> dict[str, Any] | None:
+    def settled() -> Any:
         s = scrape(stack)
         sent = value(s, "graphql_subscription_notifications_sent_total") - value(
             before, "graphql_subscription_notifications_sent_total"

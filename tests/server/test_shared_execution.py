@@ -70,7 +70,7 @@ async def subscriber(
 
 
 async def values(ws: ClientConnection, subprotocol: str, n: int) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     while len(out) < n:
         message = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if message["type"] == "ka":

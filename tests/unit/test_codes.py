@@ -85,6 +85,10 @@ def test_repeat_filter_logs_a_burst_once_per_interval_with_a_count() -> None:
     assert repeat.filter(first) and not hasattr(first, "repeated")
     assert [repeat.filter(record()) for _ in range(500)] == [False] * 500
     assert repeat.filter(record("another message"))  # a different message is not held back
+    other = logging.LogRecord(
+        "service.engine", logging.ERROR, "f", 1, "database unavailable: %s", ("y",), None
+    )
+    assert repeat.filter(other)  # nor the same template with other arguments
     now[0] = 10.5
     after = record()
     assert repeat.filter(after) and getattr(after, "repeated", None) == 500
