@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import inspect
 import json
 import logging
@@ -71,6 +72,14 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning"),
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
+
+@pytest.fixture(autouse=True)
+def _collect_unawaited_coroutines() -> Iterator[None]:
+    """Collect those coroutines here, under this module's filters, rather than in whichever
+    test runs when the garbage collector next gets to them."""
+    yield
+    gc.collect()
+
 
 SEEDS = ((0, False), (30, False), (30, True))  # (chaos %, async) per run of a document
 
