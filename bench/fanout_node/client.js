@@ -30,13 +30,21 @@ function report() {
 
 setTimeout(report, Number(timeoutArg) * 1000);
 
-for (let i = 0; i < subscribers; i++) {
+// Connections are opened 100 at a time (the next once one is acknowledged): a burst of
+// thousands at once overflows the workers' accept backlog and nginx answers 502.
+let opened = 0;
+function openNext() {
+  if (opened < subscribers) subscribe(opened++);
+}
+
+function subscribe(i) {
   const ws = new WebSocket(url, "graphql-transport-ws");
   let received = 0;
   ws.on("open", () => ws.send(JSON.stringify({ type: "connection_init" })));
   ws.on("message", (data) => {
     const message = JSON.parse(data);
     if (message.type === "connection_ack") {
+      openNext();
       const query = `subscription { ${field}(group: "g${i % groups}") { value sent } }`;
       ws.send(JSON.stringify({ id: "s", type: "subscribe", payload: { query } }));
     } else if (message.type === "next") {
@@ -52,3 +60,5 @@ for (let i = 0; i < subscribers; i++) {
   });
   ws.on("error", (err) => { process.stderr.write(`subscriber ${i}: ${err}\n`); });
 }
+
+for (let k = 0; k < Math.min(100, subscribers); k++) openNext();
