@@ -294,6 +294,25 @@ class FastLines:
         self.writer.write(data)
 
 
+def _request_fields(
+    request: HTTPRequest, response: HTTPResponse, duration_s: float
+) -> dict[str, Any]:
+    """The fields of the ``request`` line, on either path (fast JSON or structlog)."""
+    fields: dict[str, Any] = {
+        "request_id": request.request_id,
+        "method": request.method,
+        "path": request.path,
+        "status": response.status,
+        "duration_ms": round(duration_s * 1000.0, 3),
+        "operation_type": response.operation_type,
+        "operation_name": response.operation_name,
+        "remote": request.remote,
+    }
+    if response.user is not None:
+        fields["user"] = response.user
+    return fields
+
+
 class Logs:
     """What one ``configure_logging`` call set up: the loggers the server's hot paths call.
 
@@ -350,18 +369,7 @@ class Logs:
 
         def log_request(request: HTTPRequest, response: HTTPResponse, duration_s: float) -> None:
             status = response.status
-            fields: dict[str, Any] = {
-                "request_id": request.request_id,
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round(duration_s * 1000.0, 3),
-                "operation_type": response.operation_type,
-                "operation_name": response.operation_name,
-                "remote": request.remote,
-            }
-            if response.user is not None:
-                fields["user"] = response.user
+            fields = _request_fields(request, response, duration_s)
             (error if status >= 500 else info)("request", **fields)
 
         return log_request
@@ -375,18 +383,7 @@ class Logs:
             status = response.status
             if not (error_on if status >= 500 else info_on):
                 return
-            fields: dict[str, Any] = {
-                "request_id": request.request_id,
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round(duration_s * 1000.0, 3),
-                "operation_type": response.operation_type,
-                "operation_name": response.operation_name,
-                "remote": request.remote,
-            }
-            if response.user is not None:
-                fields["user"] = response.user
+            fields = _request_fields(request, response, duration_s)
             emit("service.request", "error" if status >= 500 else "info", "request", fields)
 
         return log_request

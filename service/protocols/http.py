@@ -72,6 +72,25 @@ class GraphQLParams:
 _accept_cache: dict[str, str] = {}
 
 
+def accept_entries(accept: str) -> list[tuple[str, float]]:
+    """An Accept header value (RFC 9110 section 12.5.1) as ``(media range, q)`` pairs, in
+    order: the range lower-cased without its parameters, ``q`` 1.0 when absent and 0.0 when it
+    is not a number (callers decide what else counts as a refusal)."""
+    entries = []
+    for part in accept.split(","):
+        fields = part.strip().split(";")
+        q = 1.0
+        for param in fields[1:]:
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        entries.append((fields[0].strip().lower(), q))
+    return entries
+
+
 def negotiate(accept: str | None) -> str:
     """Choose the response media type from an Accept header value.
 
@@ -85,17 +104,7 @@ def negotiate(accept: str | None) -> str:
     if cached is not None:
         return cached
     best: tuple[float, int, str] | None = None
-    for part in accept.split(","):
-        fields = part.strip().split(";")
-        media = fields[0].strip().lower()
-        q = 1.0
-        for param in fields[1:]:
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
+    for media, q in accept_entries(accept):
         if q <= 0:
             continue
         if media == GRAPHQL_RESPONSE_JSON:

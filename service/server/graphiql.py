@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 from service.engine.http import HTTPRequest, HTTPResponse
+from service.protocols.http import accept_entries
 
 #: Where the built assets live (package data of ``service.server``).
 ASSET_DIR = Path(__file__).with_name("graphiql")
@@ -72,19 +73,9 @@ def prefers_html(accept: str | None) -> bool:
     if known is not None:
         return known
     html_q = explicit_q = wildcard_q = 0.0
-    for part in accept.split(","):
-        fields = part.strip().split(";")
-        media = fields[0].strip().lower()
-        q = 1.0
-        for param in fields[1:]:
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-                if not 0.0 <= q <= 1.0:  # NaN and out-of-range values count as refusals
-                    q = 0.0
+    for media, q in accept_entries(accept):
+        if not 0.0 <= q <= 1.0:  # NaN and out-of-range values count as refusals
+            q = 0.0
         if media in _HTML_TYPES:
             html_q = max(html_q, q)
         elif media in _JSON_TYPES:

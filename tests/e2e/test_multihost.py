@@ -20,16 +20,16 @@ import asyncio
 import http.client
 import json
 import secrets
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from support import multihost, netns
+from support.load import HelloLoad
 from support.multihost import Cluster, Host
 from support.polling import poll_until
 
@@ -151,59 +151,6 @@ def test_a_host_killed_leaves_the_others_serving_and_delivering(cluster: Cluster
         b.start()  # back for the next test
 
 
-class Load:
-    """Threads sending GET ``{ hello }`` through the balancer on keep-alive connections."""
-
-    def __init__(self, url: str, clients: int = 4) -> None:
-        self.url = url
-        self.outcomes: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
-
-    def _client(self) -> None:
-        parts = urlsplit(self.url)
-        path = f"{parts.path}?query={quote('{ hello }')}"
-
-        def connection() -> http.client.HTTPConnection:
-            return http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=15)
-
-        conn = connection()
-        while not self.stopping.is_set():
-            try:
-                conn.request("GET", path)
-                response = conn.getresponse()
-                data = response.read()
-                ok = response.status == 200 and json.loads(data) == HELLO
-                outcome = "ok" if ok else f"HTTP {response.status}: {data[:200]!r}"
-            except (OSError, http.client.HTTPException) as exc:
-                outcome = f"{type(exc).__name__}: {exc}"
-                conn.close()
-                conn = connection()
-            with self.lock:
-                self.outcomes[outcome] += 1
-        conn.close()
-
-    def ok(self) -> int:
-        with self.lock:
-            return self.outcomes["ok"]
-
-    def more(self, n: int, what: str) -> None:
-        """Wait until ``n`` more requests have succeeded."""
-        target = self.ok() + n
-        poll_until(lambda: self.ok() >= target, timeout_s=30, what=f"{n} requests {what}")
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(20)
-
-
 def served_by(cluster: Cluster, host: Host, since: int) -> int:
     """Requests of the balancer's log (from entry ``since``) that ``host`` answered with 200."""
     assert cluster.balancer is not None
@@ -220,7 +167,12 @@ def test_hosts_leave_and_rejoin_the_balancer_without_a_failed_request(cluster: C
     assert cluster.balancer is not None
     balancer = cluster.balancer
     b, c = cluster.hosts["b"], cluster.hosts["c"]
-    with Load(balancer.url) as load:
+    parts = urlsplit(balancer.url)
+
+    def connect() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=15)
+
+    with HelloLoad(connect, method="GET", path=parts.path) as load:
         load.more(300, "with every host up")
         assert all(served_by(cluster, h, 0) for h in cluster.hosts.values())
 

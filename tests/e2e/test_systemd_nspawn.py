@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ import pytest
 
 from service.supervisor.healthcheck import UnixHTTPConnection
 from support import dbutil, netns, nspawn
+from support.load import HelloLoad
 from support.polling import poll_until
 from support.stack import Stack, request
 
@@ -405,54 +405,11 @@ def test_journal_holds_the_json_lines(machine: Machine) -> None:
     assert len(raw) == len(lines), [m for m in raw if not str(m).startswith("{")]
 
 
-class Load:
-    """Threads sending ``{ hello }`` through nginx on keep-alive connections, counting outcomes."""
-
-    def __init__(self, machine: Machine, clients: int = 4) -> None:
-        self.machine = machine
-        self.outcomes: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
-
-    def _client(self) -> None:
-        conn = self.machine.http(timeout=10)
-        body = json.dumps({"query": "{ hello }"}).encode()
-        while not self.stopping.is_set():
-            try:
-                conn.request("POST", "/graphql", body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                data = response.read()
-                ok = response.status == 200 and json.loads(data) == HELLO
-                outcome = "ok" if ok else f"HTTP {response.status}: {data[:200]!r}"
-            except (OSError, http.client.HTTPException) as exc:
-                outcome = f"{type(exc).__name__}: {exc}"
-                conn.close()
-                conn = self.machine.http(timeout=10)
-            with self.lock:
-                self.outcomes[outcome] += 1
-        conn.close()
-
-    def ok(self) -> int:
-        with self.lock:
-            return self.outcomes["ok"]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(15)
-
-
 def test_reload_under_load_fails_no_request(machine: Machine) -> None:
     before = machine.slot_pids()
     main_pid = machine.show("MainPID")["MainPID"]
     migrations = _migrate_runs(machine)
-    with Load(machine) as load:
+    with HelloLoad(lambda: machine.http(timeout=10)) as load:
         poll_until(lambda: load.ok() >= 200, timeout_s=20, what="load before the reload")
         machine.container.run(["systemctl", "reload", UNIT])
         # Every slot is served by the new generation, and the old one has exited.

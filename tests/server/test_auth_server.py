@@ -26,15 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-import service.example.schema
 from service.auth import issue_token
-from service.db import Database
-from service.db.outbox import OutboxRelay
-from service.server.application import make_context_getter, make_ws_authenticator
-from service.server.serve import Server, serve
+from service.server.serve import Server
 from service.settings import Settings
-from service.subscriptions import fanout as fanouts
 from support.dbutil import throwaway_database, unused_port
+from tests.example_util import serving
 
 TWS = "graphql-transport-ws"
 LEGACY = "graphql-ws"
@@ -62,24 +58,8 @@ def hs_settings(database_url: str | None = None, **overrides: Any) -> Settings:
     )
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Server]:
-    database = Database(settings)
-    relay = OutboxRelay(database, fanouts.publish)  # as the workers do
-    srv = await serve(
-        service.example.schema.schema,
-        [{"protocol": "tcp", "port": 0}],
-        run=False,
-        settings=settings,
-        get_context=make_context_getter(settings, database),
-        authenticate=make_ws_authenticator(settings),
-        on_start=[relay.start],
-        on_close=[relay.close, database.close],
-    )
-    try:
-        yield srv
-    finally:
-        await srv.close(2.0)
+def running(settings: Settings) -> contextlib.AbstractAsyncContextManager[Server]:
+    return serving(settings)
 
 
 @pytest.fixture

@@ -12,18 +12,14 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-import service.example.schema
 from service.auth import issue_token
-from service.db import Database
-from service.db.outbox import OutboxRelay
 from service.example.subscriptions import NoteChanged, OnNewChatMessage
-from service.server.application import make_context_getter, make_ws_authenticator
-from service.server.serve import Server, serve
+from service.server.serve import Server
 from service.settings import Settings
-from service.subscriptions import fanout as fanouts
 from service.subscriptions.fanout import attached
 from support.dbutil import throwaway_database
 from support.polling import apoll_until
+from tests.example_util import serving
 
 SECRET = "example-subscriptions-secret-0123456789"
 
@@ -32,23 +28,8 @@ SECRET = "example-subscriptions-secret-0123456789"
 async def server() -> AsyncIterator[tuple[Server, Settings]]:
     async with throwaway_database() as db_url:
         settings = Settings(database_url=db_url, jwt_secret=SECRET, redis_url="")
-        database = Database(settings)  # in every context as "db", closed with the server
-        relay = OutboxRelay(database, fanouts.publish)  # as the workers do
-        srv = await serve(
-            service.example.schema.schema,
-            [{"protocol": "tcp", "port": 0}],
-            run=False,
-            settings=settings,
-            get_context=make_context_getter(settings, database),
-            authenticate=make_ws_authenticator(settings),
-            on_start=[relay.start],
-            on_close=[relay.close, database.close],
-        )
-        assert isinstance(srv, Server)
-        try:
+        async with serving(settings) as srv:
             yield srv, settings
-        finally:
-            await srv.close(2.0)
 
 
 async def recv(ws: ClientConnection) -> dict[str, Any]:

@@ -13,11 +13,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-import service.example.schema
 from service.auth import issue_token
-from service.db import Database
-from service.db.outbox import OutboxRelay
-from service.server.application import make_context_getter, make_ws_authenticator
+from service.db import Database, outbox
 from service.server.serve import serve
 from service.settings import Settings
 from service.subscriptions import fanout as fanouts
@@ -26,6 +23,7 @@ from support.polling import apoll_until
 from support.redisutil import OwnRedis
 from support.schemas import Ticker, schema
 from support.stack import free_port
+from tests.example_util import serving
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -54,19 +52,7 @@ async def test_a_mutation_committed_while_redis_is_down_is_announced_once_it_is_
 ) -> None:
     async with throwaway_database() as url:
         settings = Settings(database_url=url, redis_url=own_redis.url, jwt_secret=SECRET)
-        database = Database(settings)
-        relay = OutboxRelay(database, fanouts.publish, retry_max_s=0.2)
-        srv = await serve(
-            service.example.schema.schema,
-            [{"protocol": "tcp", "port": 0}],
-            run=False,
-            settings=settings,
-            get_context=make_context_getter(settings, database),
-            authenticate=make_ws_authenticator(settings),
-            on_start=[relay.start],
-            on_close=[relay.close, database.close],
-        )
-        try:
+        async with serving(settings, retry_max_s=0.2) as srv, Database(settings) as database:
             port = srv.tcp_port()
             ws = await connect(f"ws://127.0.0.1:{port}/graphql", subprotocols=TWS)
             await ws.send(json.dumps({"type": "connection_init"}))
@@ -102,8 +88,6 @@ async def test_a_mutation_committed_while_redis_is_down_is_announced_once_it_is_
                 lambda: _outbox_empty(database), timeout_s=10, what="the outbox emptied"
             )
             await ws.close()
-        finally:
-            await srv.close(2.0)
 
 
 async def _outbox_empty(database: Database) -> bool:
@@ -116,8 +100,6 @@ async def test_a_rolled_back_change_announces_nothing() -> None:
         try:
             with pytest.raises(RuntimeError, match="changed my mind"):
                 async with database.transaction() as tx:
-                    from service.db import outbox
-
                     await outbox.append(tx, *Ticker.event("g", {"value": 1}))
                     raise RuntimeError("changed my mind")
             assert await _outbox_empty(database)

@@ -73,6 +73,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
 
+
 @pytest.fixture(autouse=True)
 def _collect_unawaited_coroutines() -> Iterator[None]:
     """Collect those coroutines here, under this module's filters, rather than in whichever
