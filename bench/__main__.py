@@ -9,6 +9,12 @@
 7. peers: one tiny schema served by ``serve()``, ``asgi_app`` under uvicorn, strawberry and
    ariadne under uvicorn, measured back to back (``bench/peers/``; the ``bench`` extra).
 
+Every target measured with wrk also gets the server's CPU time per request: ``measure`` reads
+utime + stime of the server's process tree from ``/proc`` right before and right after the
+measured wrk run (not the warm-up) and divides by the requests wrk counted (``bench/procs.py``,
+``bench/report.py``). Behind nginx, the server is the supervisor and its workers; nginx's own
+CPU is a separate figure.
+
 Every server runs as a child process reaped on the way out; databases are throwaway ones,
 dropped afterwards. Settings: ``BENCH_*`` variables (``bench/config.py``). The report goes to
 stdout and, as JSON, to ``REPORT_PATH`` (under the system temp directory). A failing part is
@@ -23,11 +29,10 @@ import functools
 import io
 import json
 import re
-import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import uvloop
 
@@ -42,8 +47,8 @@ from bench.fanout_node import env_for_stack, node_ready, run_case
 from bench.idle import hold_idle, worst_documents
 from bench.peers.schema import QUERY as PEER_QUERY
 from bench.peers.schema import answers, check_server
-from bench.procs import TICK_US, Child, graphql
-from bench.report import Report
+from bench.procs import Child, CpuUse, graphql, tree_ticks
+from bench.report import SERVER, Measured, Report
 from bench.wrk import WrkResult, run_wrk
 from support.stack import Stack, children_of, free_port
 
@@ -87,8 +92,21 @@ def check_answers(port: int, path: str = "/graphql") -> None:
         raise BenchError(f"notes(first: 100) returned {len(notes)} notes, not {SEED_NOTES}")
 
 
-def measure(settings: BenchSettings, url: str, query: str | None) -> WrkResult:
-    """Warm ``url`` up (document cache, pools), then measure it; ``query`` None means GET."""
+def measure(
+    settings: BenchSettings,
+    url: str,
+    query: str | None,
+    *,
+    server: Sequence[int],
+    others: Mapping[str, Sequence[int]] | None = None,
+) -> Measured:
+    """Warm ``url`` up (document cache, pools), then measure it; ``query`` None means GET.
+
+    ``server`` are the root pids of the server's processes: each with every process under it
+    (a supervisor's workers) is the server whose CPU per request the row reports. ``others``
+    are further groups measured over the same run (``{"nginx": [nginx's pid]}``). Their
+    ticks are read right before and right after the measured wrk run only.
+    """
     method, body, headers = "GET", None, {}
     if query is not None:
         method, body = "POST", json.dumps({"query": query})
@@ -107,12 +125,18 @@ def measure(settings: BenchSettings, url: str, query: str | None) -> WrkResult:
 
     if settings.warmup_s > 0:
         run(settings.warmup_s)
+    groups = {SERVER: server, **(others or {})}
+    before = tree_ticks(groups)
     result = run(settings.duration_s)
+    after = tree_ticks(groups)
     if result.non_2xx:
         raise BenchError(f"{url}: {result.non_2xx} of {result.requests} responses were not 2xx")
     if result.socket_errors:
         progress(f"warning: {url}: {result.socket_errors} socket errors")
-    return result
+    return Measured(
+        result,
+        {name: CpuUse.between(before[name], after[name], result.requests) for name in groups},
+    )
 
 
 def url(port: int, path: str = "/graphql") -> str:
@@ -124,7 +148,9 @@ def bench_baseline(report: Report) -> None:
     with Child("bench.baseline", str(port)) as child:
         child.wait_http(port, "/")
         report.add(
-            "baseline", "baseline httptools hello", measure(report.settings, url(port, "/"), None)
+            "baseline",
+            "baseline httptools hello",
+            measure(report.settings, url(port, "/"), None, server=[child.pid]),
         )
 
 
@@ -138,13 +164,14 @@ def bench_single(report: Report) -> None:
                 report.add(
                     f"serve_{key}",
                     f"serve() 1 worker {LABELS[key]}",
-                    measure(report.settings, url(port), query),
+                    measure(report.settings, url(port), query, server=[child.pid]),
                 )
     report.compare("serve_hello", "baseline", "baseline")
 
 
 def bench_asgi(report: Report) -> None:
     if not asgi_one.available():
+        report.skip("asgi_hello", "asgi_app + uvicorn { hello }", "skipped (uvicorn not installed)")
         report.notes["asgi"] = "skipped (uvicorn not installed)"
         return
     with seeded_database() as database_url:
@@ -155,7 +182,7 @@ def bench_asgi(report: Report) -> None:
             report.add(
                 "asgi_hello",
                 "asgi_app + uvicorn { hello }",
-                measure(report.settings, url(port), HELLO),
+                measure(report.settings, url(port), HELLO, server=[child.pid]),
             )
     report.compare("asgi_hello", "serve_hello", "serve()")
     report.notes["asgi"] = "uvicorn (uvloop, httptools, no access log) running service.asgi_app"
@@ -165,16 +192,25 @@ def bench_nginx(report: Report) -> None:
     with Stack(workers=2) as stack:
         seed_notes(stack.database_url)
         check_answers(stack.port)
+        assert stack.proc is not None and stack.nginx is not None and stack.nginx.pid is not None
+        supervisor, nginx = stack.proc.pid, stack.nginx.pid
         for key, query in QUERIES.items():
             report.add(
                 f"nginx_{key}",
                 f"nginx 2 workers {LABELS[key]}",
-                measure(report.settings, url(stack.port), query),
+                measure(
+                    report.settings,
+                    url(stack.port),
+                    query,
+                    server=[supervisor],
+                    others={"nginx": [nginx]},
+                ),
             )
     report.compare("nginx_hello", "serve_hello", "1 worker")
     report.compare("nginx_notes", "serve_notes", "1 worker")
     report.notes["nginx"] = (
-        "workers run the production path: JWT context, one JSON log line per request"
+        "workers run the production path: JWT context, one JSON log line per request; "
+        "cpu us is the supervisor and its workers, nginx's own (master and workers) is apart"
     )
 
 
@@ -233,9 +269,15 @@ def bench_ws_framing(report: Report) -> None:
         }
 
 
-def median_run(runs: list[WrkResult]) -> WrkResult:
+def median_run(runs: list[Measured]) -> WrkResult:
     """The run with the median req/s (the upper one of an even count), with its latencies."""
-    return sorted(runs, key=lambda run: run.requests_per_s)[len(runs) // 2]
+    return sorted((run.wrk for run in runs), key=lambda run: run.requests_per_s)[len(runs) // 2]
+
+
+def cpu_per_round(runs: list[Measured]) -> str:
+    """Each round's server CPU us per request, or ``n/a``."""
+    figures = (run.cpu[SERVER].us_per_request for run in runs)
+    return " ".join("n/a" if us is None else f"{us:.0f}" for us in figures)
 
 
 def bench_peers(report: Report) -> None:
@@ -243,25 +285,30 @@ def bench_peers(report: Report) -> None:
 
     Interleaving spreads drift on a noisy machine over all targets instead of whichever ran
     during it. Each row is the median round; its ratio is over ``serve()``'s median, and the
-    notes give each round's ratio (the two runs of a round are at most one round apart).
+    notes give each round's ratio (the two runs of a round are at most one round apart). Each
+    row's CPU per request is the median over its rounds of its one server process (with
+    anything it forks).
     """
     settings = report.settings
     missing = {peer.key: peer.missing() for peer in peers.PEERS}
     runnable = [peer for peer in peers.PEERS if missing[peer.key] is None]
-    runs: dict[str, list[WrkResult]] = {peer.key: [] for peer in runnable}
+    runs: dict[str, list[Measured]] = {peer.key: [] for peer in runnable}
     with contextlib.ExitStack() as children:
         ports: dict[str, int] = {}
+        pids: dict[str, int] = {}
         for peer in runnable:
             port = free_port()
             child = children.enter_context(Child(peer.module, *peer.command_args(port)))
             child.wait_ready(functools.partial(answers, port), f"{peer.label} on :{port}")
             check_server(port)
-            ports[peer.key] = port
+            ports[peer.key], pids[peer.key] = port, child.pid
         for round_no in range(settings.peer_rounds):
             shift = round_no % len(runnable)
             for peer in runnable[shift:] + runnable[:shift]:
                 progress(f"peers round {round_no + 1}/{settings.peer_rounds}: {peer.label}")
-                runs[peer.key].append(measure(settings, url(ports[peer.key]), PEER_QUERY))
+                runs[peer.key].append(
+                    measure(settings, url(ports[peer.key]), PEER_QUERY, server=[pids[peer.key]])
+                )
 
     serve_key = peers.SERVE.key
     per_round = []
@@ -270,16 +317,19 @@ def bench_peers(report: Report) -> None:
         if reason is not None:
             report.skip(peer.key, peer.label, f"skipped ({reason} not installed)")
             continue
-        report.add(peer.key, peer.label, median_run(runs[peer.key]))
-        rates = " ".join(f"{run.requests_per_s:.0f}" for run in runs[peer.key])
+        report.add_rounds(peer.key, peer.label, median_run(runs[peer.key]), runs[peer.key])
+        rates = " ".join(f"{run.wrk.requests_per_s:.0f}" for run in runs[peer.key])
         ratios = ""
         if peer.key != serve_key:
             report.compare(peer.key, serve_key, "serve()")
             ratios = ", ratio " + " ".join(
-                f"{run.requests_per_s / ref.requests_per_s:.2f}"
+                f"{run.wrk.requests_per_s / ref.wrk.requests_per_s:.2f}"
                 for run, ref in zip(runs[peer.key], runs[serve_key], strict=True)
             )
-        per_round.append(f"{peer.label.removeprefix('peers: ')}: req/s {rates}{ratios}")
+        per_round.append(
+            f"{peer.label.removeprefix('peers: ')}: req/s {rates}{ratios}, "
+            f"cpu us {cpu_per_round(runs[peer.key])}"
+        )
     report.notes["peers"] = (
         "type Query { hello(name: String): String! } in each; one process each: serve() on "
         "uvloop, the others under uvicorn " + " ".join(peers.UVICORN_FLAGS) + "; "
@@ -362,62 +412,79 @@ def bench_bundle(report: Report) -> None:
             )
         else:
             report.skip("bundle_strawberry", "strawberry, uvicorn", "not installed (bench extra)")
-        for target in targets:
-            measure(dataclasses.replace(settings, duration_s=1.0), target.url, query)  # warm up
+        for target in targets:  # warm up
+            measure(
+                dataclasses.replace(settings, duration_s=1.0), target.url, query, server=target.pids
+            )
+        runs: dict[str, list[Measured]] = {target.key: [] for target in targets}
         for _ in range(settings.peer_rounds):
             for target in targets:
-                before = target.cpu_ticks()
-                result = measure(settings, target.url, query)
-                used = (target.cpu_ticks() - before) * TICK_US
-                target.results.append((result, used / max(1, result.requests)))
+                runs[target.key].append(measure(settings, target.url, query, server=target.pids))
     for target in targets:
-        best = max(target.results, key=lambda pair: pair[0].requests_per_s)
-        row = report.add(target.key, target.label + " { hello }", best[0])
-        row.cpu_us = statistics.median(cpu for _, cpu in target.results)
+        best = max((run.wrk for run in runs[target.key]), key=lambda r: r.requests_per_s)
+        report.add_rounds(target.key, target.label + " { hello }", best, runs[target.key])
     if strawberry_available():
         for target in targets[:2]:
             report.compare(target.key, "bundle_strawberry", "strawberry")
     report.notes["bundle"] = (
         f"{settings.peer_rounds} interleaved rounds through the same nginx files, best req/s "
-        "and median server CPU per request (all the server's processes, from /proc)"
+        "and median server CPU per request (the server's process tree, not nginx, from /proc)"
     )
 
 
 def bench_fanout_node(report: Report) -> None:
-    """Fanout with a Node client (``bench/fanout_node.py``): shared and per-subscriber
-    execution, one group and many, with CPU per delivered notification by component."""
+    """Fanout with a Node client (``bench/fanout_node.py``), through nginx to 2 workers over
+    Redis: BENCH_SUBSCRIBERS and ten times as many subscribers, one group and 100, shared and
+    per-subscriber execution, each with a window of 4 rounds in flight (the rate the machine
+    sustains); then shared execution paced at 10,000 notifications/s (latency at that load).
+    CPU per delivered notification by component, and what the workers alone would sustain."""
     why = node_ready()
     if why is not None:
         report.notes["fanout-node"] = f"skipped: {why}"
         return
     settings = report.settings
-    limit = raise_nofile(2 * max(settings.subscribers, 1000) + 1024)
-    if limit < settings.subscribers + 256:
-        raise BenchError(f"RLIMIT_NOFILE is {limit}: too low for {settings.subscribers} sockets")
+    few, many = settings.subscribers, 10 * settings.subscribers
+    limit = raise_nofile(2 * many + 1024)
+    if limit < many + 256:
+        raise BenchError(f"RLIMIT_NOFILE is {limit}: too low for {many} sockets")
+    notifications = settings.events * few  # per closed-loop case
+    cases: list[tuple[int, int, bool, float | None]] = [
+        (subs, groups, shared, None)
+        for subs in (few, many)
+        for groups in (1, 100)
+        for shared in (True, False)
+    ]
+    cases += [(few, 1, True, 10_000.0), (many, 1, True, 10_000.0)]
     with Stack(workers=2, app="support.schemas:schema", env=env_for_stack()) as stack:
         workers = sorted(stack.worker_pids())
         assert stack.nginx is not None and stack.nginx.pid is not None
         nginx = [stack.nginx.pid, *children_of(stack.nginx.pid)]
-        for groups, shared in ((1, True), (1, False), (100, True)):
+        for subs, groups, shared, rate in cases:
+            groups = min(groups, subs)
+            # Paced: about 5 s at the rate; else the same number of notifications per case.
+            rounds = max(3, round(rate * 5 / subs)) if rate else max(3, notifications // subs)
             result = uvloop.run(
                 run_case(
                     f"ws://127.0.0.1:{stack.port}/graphql",
                     stack.env["REDIS_URL"],
                     workers,
                     nginx,
-                    subscribers=settings.subscribers,
+                    subscribers=subs,
                     groups=groups,
                     shared=shared,
-                    events=max(1, settings.events // groups) if groups > 1 else settings.events,
+                    rounds=rounds,
+                    rate=rate,
                 )
             )
             if result.delivered < result.expected:
                 raise BenchError(f"{result.label}: {result.delivered} of {result.expected} arrived")
+            per_core = 1e6 / result.worker_us if result.worker_us else float("inf")
             report.notes[f"fanout-node {result.label}"] = (
-                f"{result.notifications_per_s:.0f} notifications/s, latency p50 "
+                f"{result.notifications_per_s:,.0f} notifications/s, latency p50 "
                 f"{result.p50_ms:.1f} ms p99 {result.p99_ms:.1f} ms max {result.max_ms:.1f} ms; "
-                f"CPU us per notification: workers {result.worker_us:.1f}, nginx "
-                f"{result.nginx_us:.1f}, redis {result.redis_us:.1f}, client {result.client_us:.1f}"
+                f"CPU us per notification: workers {result.worker_us:.1f} (alone: "
+                f"{per_core:,.0f}/s per core), nginx {result.nginx_us:.1f}, redis "
+                f"{result.redis_us:.1f}, client {result.client_us:.1f}"
             )
 
 

@@ -3,8 +3,9 @@ subscribers, so the client is not what is measured.
 
 For each case (subscribers x groups x shared or not), through nginx to 2 workers over Redis:
 the client connects and subscribes (``CONFIRM_SUBSCRIPTIONS`` tells it each one joined), this
-process publishes ``events`` rounds back to back (one event per group per round), and the
-client reports deliveries and publish-to-receive latency (the event carries its send time).
+process publishes rounds (one event per group per round), either keeping a window of rounds in
+flight (throughput) or on a fixed schedule (latency at a given rate), and the client reports
+deliveries and publish-to-receive latency (the event carries its send time).
 CPU per delivered notification is read from ``/proc`` for the workers, nginx and Redis, and
 from the client itself.
 """
@@ -77,16 +78,21 @@ async def run_case(
     subscribers: int,
     groups: int,
     shared: bool,
-    events: int,
-    timeout_s: float = 120.0,
+    rounds: int,
+    window: int = 4,
+    rate: float | None = None,
+    timeout_s: float = 180.0,
 ) -> NodeFanoutResult:
+    """One case: ``rounds`` rounds of one event per group. Closed loop by default (at most
+    ``window`` rounds not yet received by every subscriber: the delivered rate is what the
+    machine sustains); with ``rate`` (notifications/s), open loop: rounds start on a fixed
+    schedule, whatever was received, and latency is measured at that load."""
     from service.broker import make_broker
     from service.subscriptions import Fanout
     from support.schemas import Shared, Unshared
 
     cls = Shared if shared else Unshared
     field = "shared" if shared else "unshared"
-    per_subscriber = events
     client = await asyncio.create_subprocess_exec(
         "node",
         str(NODE_DIR / "client.js"),
@@ -94,17 +100,37 @@ async def run_case(
         str(subscribers),
         str(groups),
         field,
-        str(per_subscriber),
+        str(rounds),
         str(timeout_s),
         stdout=asyncio.subprocess.PIPE,
+        limit=1 << 20,
     )
     assert client.stdout is not None
-    line = await asyncio.wait_for(client.stdout.readline(), timeout_s)
+    stdout = client.stdout
+    line = await asyncio.wait_for(stdout.readline(), timeout_s)
     if line.strip() != b"ready":
         raise RuntimeError(f"the fanout client did not get ready: {line!r}")
     publisher = Fanout(make_broker(redis_url))
     await publisher.start()
     redis_pids = pids_of("redis-server")
+    done_rounds = asyncio.Queue[int]()
+    final: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def read_client() -> None:
+        while True:
+            line = await stdout.readline()
+            if not line:
+                if not final.done():
+                    final.set_exception(RuntimeError("the fanout client exited without a report"))
+                return
+            message = json.loads(line)
+            if "round" in message:
+                done_rounds.put_nowait(int(message["round"]))
+            else:
+                final.set_result(line)
+                return
+
+    reader = asyncio.get_running_loop().create_task(read_client())
     try:
         before = (
             children_cpu_ticks(worker_pids),
@@ -112,15 +138,26 @@ async def run_case(
             children_cpu_ticks(redis_pids),
         )
         started = time.perf_counter()
-        for value in range(events):
+        interval_s = subscribers / rate if rate else 0.0
+        in_flight = 0
+        for value in range(rounds):
+            if rate:
+                # Open loop: round `value` starts at its scheduled time.
+                delay = started + value * interval_s - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            else:
+                while in_flight >= window:
+                    await asyncio.wait_for(done_rounds.get(), timeout_s)
+                    in_flight -= 1
             await asyncio.gather(
                 *(
                     cls.broadcast(f"g{g}", {"item": {"value": value, "t": time.time()}})
                     for g in range(groups)
                 )
             )
-            await asyncio.sleep(0)  # let the publisher's batch go out between rounds
-        report_line = await asyncio.wait_for(client.stdout.readline(), timeout_s)
+            in_flight += 1
+        report_line = await asyncio.wait_for(final, timeout_s)
         wall_s = time.perf_counter() - started
         after = (
             children_cpu_ticks(worker_pids),
@@ -128,22 +165,27 @@ async def run_case(
             children_cpu_ticks(redis_pids),
         )
     finally:
+        reader.cancel()
         await publisher.close()
         if client.returncode is None:
             client.kill()
         await client.wait()
     report = json.loads(report_line)
+    if report.get("malformed"):
+        raise RuntimeError(f"{report['malformed']} results lacked the published value or time")
     delivered = max(1, int(report["delivered"]))
     p50, p99, worst = report["latencies_ms"]
     per = [(a - b) * TICK_US / delivered for a, b in zip(after, before, strict=True)]
-    label = f"{subscribers} subs, {groups} group(s), {'shared' if shared else 'per-subscriber'}"
+    load = f"paced at {rate:,.0f}/s" if rate else f"window {window} rounds"
+    kind = "shared" if shared else "per-subscriber"
+    label = f"{subscribers} subs, {groups} group(s), {kind}, {load}"
     return NodeFanoutResult(
         label=label,
         subscribers=subscribers,
         groups=groups,
         shared=shared,
         delivered=int(report["delivered"]),
-        expected=subscribers * events,
+        expected=subscribers * rounds,
         wall_s=wall_s,
         notifications_per_s=int(report["delivered"]) / wall_s,
         p50_ms=p50,

@@ -3,11 +3,17 @@
 ``Child`` starts ``python -m <module> <args>`` in its own session with its output in a log file,
 waits (polling with a deadline, never sleeping blindly) until it answers, and on ``stop()``
 sends SIGTERM, then SIGKILL to its process group if it does not exit in time, and reaps it.
+
+CPU time comes from ``/proc/<pid>/stat`` (utime + stime, in clock ticks: ``TICK_US``
+microseconds each, 10 ms on Linux). ``tree_ticks`` reads whole process trees (a server and
+every process under it) in one pass over ``/proc``; ``CpuUse`` is what a tree used over one
+measured run, per request.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -16,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 
 GRAPHQL_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -45,6 +51,13 @@ class Child:
             start_new_session=True,
         )
         return self
+
+    @property
+    def pid(self) -> int:
+        """The server process's pid (the root of its process tree); it must be started."""
+        if self.proc is None:
+            raise RuntimeError(f"{' '.join(self.command)} is not started")
+        return self.proc.pid
 
     def wait_ready(self, check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
         """Poll ``check`` until it returns True; fail at once if the process exits."""
@@ -142,3 +155,118 @@ def children_cpu_ticks(pids: list[int]) -> int:
 
 
 TICK_US = 1_000_000 / os.sysconf("SC_CLK_TCK")
+
+
+COARSE_TICKS = 100
+"""A run of fewer ticks than this gives a coarse figure: two readings of ``/proc`` are off by up
+to a tick per process, and one tick is then over 1% of the run."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Proc:
+    ppid: int
+    own: int  # utime + stime
+    reaped: int  # cutime + cstime: the children it has waited for
+
+
+def _proc_table() -> dict[int, _Proc]:
+    """Every process's parent and CPU ticks, from one pass over ``/proc``."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone since listdir
+            continue
+        table[int(entry)] = _Proc(
+            ppid=int(fields[1]),
+            own=int(fields[11]) + int(fields[12]),
+            reaped=int(fields[13]) + int(fields[14]),
+        )
+    return table
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TreeTicks:
+    """CPU ticks of process trees at one moment.
+
+    ``ticks`` is utime + stime of every live process in the trees plus cutime + cstime (what the
+    children they reaped used), so a worker that exits and is reaped by its supervisor between
+    two readings still counts, through its supervisor, instead of vanishing.
+    """
+
+    ticks: int
+    processes: int
+    roots_alive: bool  # False: a root process is gone, its ticks with it
+
+
+def tree_ticks(groups: Mapping[str, Iterable[int]]) -> dict[str, TreeTicks]:
+    """``TreeTicks`` of each named group of root pids (each root and all its descendants)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, proc in table.items():
+        children.setdefault(proc.ppid, []).append(pid)
+    out = {}
+    for name, group in groups.items():
+        roots = list(group)
+        seen: set[int] = set()
+        todo = [pid for pid in roots if pid in table]
+        while todo:
+            pid = todo.pop()
+            if pid not in seen:
+                seen.add(pid)
+                todo.extend(children.get(pid, ()))
+        out[name] = TreeTicks(
+            ticks=sum(table[pid].own + table[pid].reaped for pid in seen),
+            processes=len(seen),
+            roots_alive=all(pid in table for pid in roots),
+        )
+    return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CpuUse:
+    """The CPU ticks process trees used over one measured run, and the requests it counted."""
+
+    ticks: int
+    processes: int  # in the trees at the end of the run
+    requests: int
+    lost: str = ""  # why the ticks cannot be trusted, if they cannot
+
+    @classmethod
+    def between(cls, before: TreeTicks, after: TreeTicks, requests: int) -> CpuUse:
+        lost = ""
+        if not (before.roots_alive and after.roots_alive):
+            lost = "a server process exited during the run"
+        return cls(after.ticks - before.ticks, after.processes, requests, lost)
+
+    @property
+    def us_per_request(self) -> float | None:
+        """CPU microseconds per request; None when there is no meaningful figure (``missing``)."""
+        if self.missing:
+            return None
+        return self.ticks * TICK_US / self.requests
+
+    @property
+    def missing(self) -> str:
+        """Why there is no figure, or ``""`` when there is one."""
+        if self.lost:
+            return self.lost
+        if self.requests <= 0:
+            return "wrk counted no requests"
+        if self.processes == 0:
+            return "no server process found"
+        if self.ticks <= 0:
+            return f"under one /proc tick ({TICK_US / 1000:g} ms) in {self.requests} requests"
+        return ""
+
+    @property
+    def coarse(self) -> bool:
+        return self.ticks < COARSE_TICKS
+
+    @property
+    def step_us(self) -> float | None:
+        """How far one tick moves the per-request figure: its resolution."""
+        return TICK_US / self.requests if self.requests > 0 else None

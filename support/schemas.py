@@ -128,6 +128,7 @@ class Shared(Subscription):
     value = graphene.Int()
     viewer = graphene.String()
     sent = graphene.Float(description="payload['item']['t'], when the publisher set it")
+    pad = graphene.String(description="payload['item']['pad'], when the publisher set it")
     share_results = True
 
     @staticmethod
@@ -153,6 +154,10 @@ class Shared(Subscription):
     @staticmethod
     def resolve_sent(root: Any, info: Any) -> Any:
         return root.get("t")
+
+    @staticmethod
+    def resolve_pad(root: Any, info: Any) -> Any:
+        return root.get("pad")
 
     @staticmethod
     def resolve_viewer(root: Any, info: Any) -> Any:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,12 +47,21 @@ class Outcome:
     sent_at: float | None = None
     #: ``body`` as JSON text, once ``json()`` made it (shared results are encoded once).
     encoded: str | None = None
+    #: ``body`` as UTF-8 JSON bytes, once ``json_bytes()`` made them.
+    encoded_bytes: bytes | None = None
 
     def json(self) -> str:
         """``body`` as compact JSON text, encoded on the first call only."""
         if self.encoded is None:
-            self.encoded = orjson.dumps(self.body).decode()
+            self.encoded = self.json_bytes().decode()
         return self.encoded
+
+    def json_bytes(self) -> bytes:
+        """``body`` as compact UTF-8 JSON bytes (what ``json()`` returns, encoded), made on the
+        first call only: subscribers sharing an execution share these bytes too."""
+        if self.encoded_bytes is None:
+            self.encoded_bytes = orjson.dumps(self.body)
+        return self.encoded_bytes
 
 
 #: ``Engine.prepare``'s answer: ``(document, operation_type, failure)``.
@@ -127,6 +137,9 @@ class Engine:
         self.inflight = 0
         self.recorder: Recorder = recorder or NullRecorder()
         self.shared_results = SharedResults()
+        self._share_groups: weakref.WeakValueDictionary[tuple[Any, ...], ShareGroup] = (
+            weakref.WeakValueDictionary()
+        )
         self._executor: ThreadPoolExecutor | None = None
         self._preparing: dict[str, asyncio.Future[CachedDocument]] = {}
 
@@ -202,6 +215,13 @@ class Engine:
                 ),
             )
         return cached, operation_type, None
+
+    def share_group(self, parts: tuple[Any, ...]) -> ShareGroup:
+        """The one ``ShareGroup`` for equal ``parts`` (hashable), while any stream holds it."""
+        group = self._share_groups.get(parts)
+        if group is None:
+            group = self._share_groups[parts] = ShareGroup()
+        return group
 
     def close(self) -> None:
         """Stop the preparation thread (it finishes the document in hand)."""
@@ -314,6 +334,14 @@ class Engine:
         return ResponseStream(self, source, cached, variables, operation_name, context)
 
 
+class ShareGroup:
+    """Subscribers whose shared results are interchangeable (same source ``share_base``,
+    document, operation name and variables) hold one ``ShareGroup``: a key hashed by identity,
+    so a lookup per subscriber and event hashes two small ints and a pointer."""
+
+    __slots__ = ("__weakref__",)
+
+
 class SharedResults:
     """The outcomes of the last ``size`` shared executions (see ``ResponseStream``), with what
     their keys name (the broadcast payload and the published value: their ids are in the keys,
@@ -335,6 +363,28 @@ class SharedResults:
             self.entries.popitem(last=False)
 
 
+class Executed:
+    """A source event already executed by ``ResponseStream.direct`` but not delivered (the
+    consumer could not take it then): the source queues it in the event's place, and returns it
+    from ``__anext__`` in turn; ``result`` is an ``Outcome`` or an awaitable of one."""
+
+    __slots__ = ("key", "pins", "result", "sent_at")
+
+    def __init__(self, result: Any, sent_at: float | None, key: Any, pins: Any) -> None:
+        self.result = result
+        self.sent_at = sent_at
+        self.key = key
+        self.pins = pins
+
+
+#: ``ResponseStream.direct``'s answer when the consumer took the outcome (or nobody will).
+DELIVERED = object()
+
+#: The consumer's callback for direct delivery: ``deliver(outcome)`` writes it now and returns
+#: ``True``, or returns ``False`` when it cannot take it now (its client is not reading).
+Deliver = Callable[[Outcome], bool]
+
+
 class ResponseStream:
     """MapSourceToResponseEvent (GraphQL spec section 6.2.3.2): one ``Outcome`` per source event,
     each executed with the engine's middleware.
@@ -344,23 +394,34 @@ class ResponseStream:
     connection ended while it was starting would never leave its groups). A source may expose
     ``sent_at`` (unix seconds its current event was broadcast); it is copied into the Outcome.
 
-    Shared execution: a source may also expose ``share_key`` for its current event (a hashable
-    naming the broadcast and the value it yielded, or ``None``). Subscribers of one worker whose
-    source gives the same key and who run the same cached document with the same operation name
-    and variables then share one execution: the first computes the ``Outcome``, the others get
-    that very object (and so its JSON, encoded once). A source gives a key only where its
-    results cannot depend on who subscribed (``Subscription.share_results``).
+    Shared execution: a source may expose ``share_base`` (a hashable: what its results depend
+    on besides the event) and, for its current event, ``share_key`` (a hashable naming the
+    broadcast and the value it yielded, or ``None``) with ``share_pins`` (the objects whose ids
+    the key holds). Subscribers of one worker whose sources give equal bases and keys and who
+    run the same cached document with the same operation name and variables then share one
+    execution: the first computes the ``Outcome``, the others get that very object (and so its
+    JSON, encoded once). A source gives a key only where its results cannot depend on who
+    subscribed beyond its base (``Subscription.share_results`` and ``result_key``).
+
+    Direct delivery: a consumer that can write an outcome synchronously registers
+    ``set_deliver(deliver)``. A source with a ``direct`` attribute (``SubscriptionStream``) is
+    then handed ``self.direct``, and calls it for an event that arrives while the consumer waits
+    in ``__anext__`` with nothing queued before it: the event is executed (or its shared outcome
+    found) and written by ``deliver`` right there, in the broker's dispatch pass, with no task
+    switch. What cannot be written at once comes back as an ``Executed`` for the source to queue,
+    and ``__anext__`` returns it in order.
     """
 
     __slots__ = (
         "cached",
         "closed",
         "context",
+        "deliver",
         "engine",
         "operation_name",
+        "share_group",
         "source",
         "variables",
-        "variables_key",
     )
 
     def __init__(
@@ -379,10 +440,68 @@ class ResponseStream:
         self.operation_name = operation_name
         self.context = context
         self.closed = False
-        self.variables_key: str | None = None  # variables as canonical JSON, on first sharing
+        self.deliver: Deliver | None = None
+        #: The engine's object for everything this subscriber's shared results depend on
+        #: besides the event (``Engine.share_group``), made on first sharing.
+        self.share_group: ShareGroup | None = None
 
     def __aiter__(self) -> ResponseStream:
         return self
+
+    def set_deliver(self, deliver: Deliver | None) -> None:
+        """Register (or, with ``None``, remove) the consumer's direct-delivery callback."""
+        self.deliver = deliver
+        if hasattr(self.source, "direct"):
+            self.source.direct = None if deliver is None else self.direct
+
+    def _shared_key(self, share_key: Any) -> tuple[Any, ...]:
+        group = self.share_group
+        if group is None:
+            variables = orjson.dumps(self.variables, option=orjson.OPT_SORT_KEYS).decode()
+            group = self.share_group = self.engine.share_group(
+                (self.source.share_base, id(self.cached), self.operation_name, variables)
+            )
+        return (group, share_key)
+
+    def _execute(self, event: Any) -> Outcome | Awaitable[Outcome]:
+        return self.engine.execute(
+            self.cached,
+            "subscription",
+            self.variables,
+            self.operation_name,
+            self.context,
+            root_value=event,
+        )
+
+    def _finish(self, outcome: Outcome, sent_at: float | None, key: Any, pins: Any) -> Outcome:
+        outcome.sent_at = sent_at
+        if key is not None and "errors" not in outcome.body:
+            # (Errors are formatted with this subscriber's context, e.g. its request id.)
+            self.engine.shared_results.put(key, outcome, pins)
+        return outcome
+
+    def direct(self, event: Any, sent_at: float | None, share_key: Any, pins: Any) -> Any:
+        """Execute ``event`` for this subscriber and hand the outcome to the consumer now.
+
+        Called by the source only while the consumer waits in ``__anext__`` with nothing queued
+        (so order is kept). Returns ``DELIVERED`` when the consumer took the outcome (or the
+        stream is closed and nobody will), else an ``Executed`` for the source to queue.
+        Exceptions from execution propagate to the source, as ``__anext__`` would raise them.
+        """
+        deliver = self.deliver
+        if self.closed or deliver is None:
+            return DELIVERED
+        key = None
+        if share_key is not None:
+            key = self._shared_key(share_key)
+            shared = self.engine.shared_results.get(key)
+            if shared is not None:
+                return DELIVERED if deliver(shared) else Executed(shared, sent_at, None, None)
+        result = self._execute(event)
+        if not isinstance(result, Outcome):
+            return Executed(result, sent_at, key, pins)  # awaited by __anext__, in order
+        outcome = self._finish(result, sent_at, key, pins)
+        return DELIVERED if deliver(outcome) else Executed(outcome, sent_at, None, None)
 
     async def __anext__(self) -> Outcome:
         if self.closed:
@@ -393,37 +512,34 @@ class ResponseStream:
         except StopAsyncIteration:
             await self.aclose()
             raise
+        if type(event) is Executed:
+            result = event.result
+            if isinstance(result, Outcome):
+                return result
+            return self._finish(await result, event.sent_at, event.key, event.pins)
         share_key = getattr(source, "share_key", None)
+        key = None
         if share_key is not None:
-            if self.variables_key is None:
-                self.variables_key = orjson.dumps(
-                    self.variables, option=orjson.OPT_SORT_KEYS
-                ).decode()
-            key = (share_key, id(self.cached), self.operation_name, self.variables_key)
+            key = self._shared_key(share_key)
             shared = self.engine.shared_results.get(key)
             if shared is not None:
                 return shared
-        outcome = self.engine.execute(
-            self.cached,
-            "subscription",
-            self.variables,
-            self.operation_name,
-            self.context,
-            root_value=event,
-        )
+        outcome = self._execute(event)
         if not isinstance(outcome, Outcome):
             outcome = await outcome
-        outcome.sent_at = getattr(source, "sent_at", None)
-        if share_key is not None and "errors" not in outcome.body:
-            # (Errors are formatted with this subscriber's context, e.g. its request id.)
-            self.engine.shared_results.put(key, outcome, getattr(source, "share_pins", None))
-        return outcome
+        return self._finish(
+            outcome,
+            getattr(source, "sent_at", None),
+            key,
+            None if key is None else getattr(source, "share_pins", None),
+        )
 
     async def aclose(self) -> None:
         """Close the source stream (idempotent)."""
         if self.closed:
             return
         self.closed = True
+        self.deliver = None
         closer = getattr(self.source, "aclose", None)
         if closer is not None:
             await closer()

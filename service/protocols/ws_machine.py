@@ -118,8 +118,9 @@ class ServerConnection(ABC):
         self._max_message_bytes = max_message_bytes
         self._encoder = encoder
         self._decoder = decoder
-        # Insertion-ordered set of running operation ids.
-        self._active: dict[str, None] = {}
+        # Running operation ids, in insertion order, each with the UTF-8 head of its result
+        # message once ``next_bytes`` made it (``None`` until then).
+        self._active: dict[str, bytes | None] = {}
 
     # -- observers ---------------------------------------------------------------------------
 
@@ -223,6 +224,21 @@ class ServerConnection(ABC):
             return []
         id_json = json.dumps(id, ensure_ascii=False)
         return [Send(f'{{"type":"{self._result_type}","id":{id_json},"payload":{result_json}}}')]
+
+    def next_bytes(self, id: str, result_json: bytes) -> bytes | None:
+        """``next_encoded`` for UTF-8 JSON bytes, returning the message's UTF-8 bytes (what
+        ``next_encoded``'s ``Send.text`` encodes to), or ``None`` where it returns ``[]``. The
+        head of the message, up to the payload, is made once per operation: with many
+        subscribers sharing one encoded result, a frame costs two byte concatenations."""
+        active = self._active
+        if id not in active or self._state is ConnectionState.CLOSED:
+            return None
+        head = active[id]
+        if head is None:
+            id_json = json.dumps(id, ensure_ascii=False)
+            head = f'{{"type":"{self._result_type}","id":{id_json},"payload":'.encode()
+            active[id] = head
+        return head + result_json + b"}"
 
     def error(self, id: str, errors: list[dict[str, Any]]) -> list[Action]:
         """Operation ``id`` failed before execution (e.g. validation): send ``error``; the

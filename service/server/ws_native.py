@@ -29,6 +29,24 @@ __all__ = ["NativeWebSocket", "make_websocket_handler"]
 #: How long to wait for the client's close frame after ours before dropping the connection.
 CLOSE_TIMEOUT_S = 5.0
 
+#: The request headers websockets' ``ServerProtocol.accept`` reads (RFC 6455 section 4.2.1).
+_HANDSHAKE_HEADERS = frozenset(
+    {
+        "host",
+        "connection",
+        "upgrade",
+        "origin",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    }
+)
+
+#: Unmasked text frame headers by payload length (``_send_utf8``), for this many lengths.
+_HEADERS: dict[int, bytes] = {}
+_HEADERS_KEPT = 4096
+
 
 class NativeWebSocket(asyncio.Protocol):
     """A WebSocket on the native transport: websockets' ``ServerProtocol`` frames, the session
@@ -58,9 +76,13 @@ class NativeWebSocket(asyncio.Protocol):
         )
         # httptools already parsed the upgrade request; replay it to websockets' handshake
         # parser so the handshake stays entirely websockets' (public sans-I/O API).
+        # Only the headers the handshake reads: websockets' parser keeps the request it parsed
+        # for the connection's lifetime, and the rest (cookies, user agent, proxy headers)
+        # would cost every idle connection their size again; the session has them all.
         head = [f"GET {target} HTTP/1.1\r\n".encode("latin-1")]
         for key, value in self.request.headers.items():
-            head.append(f"{key}: {value}\r\n".encode("latin-1"))
+            if key.lower() in _HANDSHAKE_HEADERS:
+                head.append(f"{key}: {value}\r\n".encode("latin-1"))
         head.append(b"\r\n")
 
         def select(protocol: ServerProtocol, offered: Any) -> Any:
@@ -88,13 +110,21 @@ class NativeWebSocket(asyncio.Protocol):
         self.ws.send_response(response)
         self.connections.discard(self.http)
         self.connections.add(self)
+        self.http = None  # its parser and buffers are done with
         self.transport.set_protocol(self)
         if response.status_code != 101:
             self._flush()
             self.transport.close()
             return
         subprotocol = response.headers.get("Sec-WebSocket-Protocol", "")
-        self.session = WSSession(self.app, subprotocol, self.request, self._send_text, self._close)
+        self.session = WSSession(
+            self.app,
+            subprotocol,
+            self.request,
+            self._send_text,
+            self._close,
+            send_utf8=self._send_utf8,
+        )
         self._flush()
         interval = self.app.settings.ws_keepalive_s
         if interval > 0:
@@ -227,9 +257,36 @@ class NativeWebSocket(asyncio.Protocol):
             self.transport.close()
 
     def _send_text(self, text: str) -> None:
-        if self.ws.state is State.OPEN:
-            self.ws.send_text(text.encode())
+        self._send_utf8(text.encode())
+
+    def _send_utf8(self, data: bytes) -> None:
+        """Send one unfragmented text message whose payload is ``data`` (UTF-8).
+
+        The frame is websockets' own (``Frame.serialize``, RFC 6455 section 5.2); with no
+        extension negotiated its header depends only on the payload's length, so the header
+        serialized once for a length is reused for every frame of that length (subscribers
+        sharing one result get frames of equal length), and the frame goes straight to the
+        transport, after whatever the protocol object had buffered."""
+        ws = self.ws
+        transport = self.transport
+        if ws.state is not State.OPEN or transport is None:
+            return
+        if ws.extensions:
+            ws.send_text(data)
             self._flush()
+            return
+        size = len(data)
+        header = _HEADERS.get(size)
+        if header is None:
+            frame = Frame(Opcode.TEXT, data).serialize(mask=False, extensions=[])
+            header = frame[: len(frame) - size]
+            if len(_HEADERS) < _HEADERS_KEPT:
+                _HEADERS[size] = header
+        transport.write(header + data)
+        if self.write_paused:
+            self.unread_bytes += len(header) + size
+            if self.unread_bytes > self.app.settings.ws_max_unread_bytes:
+                self._drop_slow_reader()
 
     def _close(self, code: int, reason: str) -> None:
         if self.ws.state is State.OPEN:

@@ -44,6 +44,7 @@ import graphene
 from graphene.types.objecttype import ObjectTypeOptions
 from graphene.types.utils import yank_fields_from_attrs
 
+from service.engine.executor import DELIVERED, fast_is_awaitable
 from service.subscriptions import fanout as fanouts
 from service.subscriptions.fanout import NOTIFY, UNSUBSCRIBE, Fanout
 
@@ -68,6 +69,36 @@ async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+class _Published:
+    """A queued event whose ``publish`` already ran on the direct path and returned an
+    awaitable (``value``), awaited by ``__anext__`` in turn."""
+
+    __slots__ = ("payload", "sent_at", "value")
+
+    def __init__(self, payload: Any, value: Any, sent_at: float) -> None:
+        self.payload = payload
+        self.value = value
+        self.sent_at = sent_at
+
+
+class _Failed:
+    """A queued event whose ``publish`` or execution raised on the direct path: ``__anext__``
+    raises ``error`` in turn, as if it had run there."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _discard(item: Any) -> None:
+    """Close the coroutine a dropped queue item holds (an async ``publish`` or execution that
+    already started on the direct path), so it is not left never awaited."""
+    pending = item.value if type(item) is _Published else getattr(item, "result", None)
+    if inspect.iscoroutine(pending):
+        pending.close()
 
 
 class SubscriptionOptions(ObjectTypeOptions):
@@ -230,16 +261,25 @@ class SubscriptionStream:
         #: When the event last returned by ``__anext__`` was broadcast (unix seconds); the
         #: engine copies it into that event's ``Outcome`` for the fanout-lag metric.
         self.sent_at: float | None = None
-        #: With ``share_results``: what names the current event's result (see the engine's
-        #: ``ResponseStream``), and the objects whose ids it holds, kept alive with it.
+        #: With ``share_results`` (see the engine's ``ResponseStream``): what this subscriber's
+        #: results depend on besides the event (its class and ``result_key``), what names the
+        #: current event's result, and the objects whose ids that holds, kept alive with it.
+        self.share_base: tuple[Any, ...] | None = (
+            (cls, cls.result_key(info, **kwargs)) if cls.share_results else None
+        )
         self.share_key: tuple[Any, ...] | None = None
         self.share_pins: tuple[Any, ...] | None = None
-        self.result_key: Any = cls.result_key(info, **kwargs) if cls.share_results else None
-        self.queue: deque[tuple[Any, float]] = deque()
-        self.seen_ids: set[str] = set()
-        self.seen_order: deque[str] = deque()
+        #: ``(payload, sent_at)`` per event; from the direct path also ``_Published``,
+        #: ``_Failed`` or the engine's ``Executed``.
+        self.queue: deque[Any] | None = None  # made on first use (see ``seen_ids``)
+        # Made on first use: most subscriptions never queue an event or see an event id, and
+        # an empty deque costs 760 bytes (memory per idle subscriber counts, by the 10,000).
+        self.seen_ids: set[str] | None = None
+        self.seen_order: deque[str] | None = None
         self.keys: list[str] = []
         self.waiter: asyncio.Future[None] | None = None
+        #: The consumer's direct delivery (``ResponseStream.direct``), when it has one.
+        self.direct: Callable[[Any, float | None, Any, Any], Any] | None = None
         self.ended = False
         self.closed = False
         self.joined = False
@@ -278,22 +318,61 @@ class SubscriptionStream:
         if event_id is not None:
             # An event relayed from the outbox may be published twice (a relay that died
             # between publishing and deleting it): deliver each event id once.
-            if event_id in self.seen_ids:
+            seen, order = self.seen_ids, self.seen_order
+            if seen is None or order is None:
+                seen, order = self.seen_ids, self.seen_order = set(), deque()
+            elif event_id in seen:
                 return
-            self.seen_ids.add(event_id)
-            self.seen_order.append(event_id)
-            if len(self.seen_order) > SEEN_EVENT_IDS:
-                self.seen_ids.discard(self.seen_order.popleft())
+            seen.add(event_id)
+            order.append(event_id)
+            if len(order) > SEEN_EVENT_IDS:
+                seen.discard(order.popleft())
         if kind == UNSUBSCRIBE:
             self.ended = True
         elif kind == NOTIFY:
-            if len(self.queue) >= self.limit:
-                self.queue.popleft()
+            waiter = self.waiter
+            if (
+                self.direct is not None
+                and not self.queue
+                and waiter is not None
+                and not waiter.done()
+            ):
+                # The consumer waits with nothing queued before this event: publish, execute
+                # and write it now, in the broker's dispatch pass (no task switch); only what
+                # cannot be finished here is queued, and the consumer woken for it.
+                item = self._direct(message.get("p"), sent_at)
+                if item is None:
+                    return
+            else:
+                item = (message.get("p"), sent_at)
+            queue = self.queue
+            if queue is None:
+                queue = self.queue = deque()
+            elif len(queue) >= self.limit:
+                _discard(queue.popleft())
                 self.recorder.notification_dropped()
-            self.queue.append((message.get("p"), sent_at))
+            queue.append(item)
         else:
             return
         self._wake()
+
+    def _direct(self, payload: Any, sent_at: float) -> Any:
+        """``publish`` and the consumer's ``direct`` for one event; ``None`` when it is done
+        (delivered or skipped), else the item to queue in its place."""
+        assert self.direct is not None
+        try:
+            value = self.cls.publish(payload, self.info, **self.kwargs)
+            if fast_is_awaitable(value):
+                return _Published(payload, value, sent_at)
+            if value is SKIP:
+                return None
+            if self.share_base is None:
+                done = self.direct(value, sent_at, None, None)
+            else:
+                done = self.direct(value, sent_at, (id(payload), id(value)), (payload, value))
+        except Exception as exc:
+            return _Failed(exc)  # raised by __anext__, as if it had run there
+        return None if done is DELIVERED else done
 
     def __aiter__(self) -> SubscriptionStream:
         return self
@@ -309,16 +388,26 @@ class SubscriptionStream:
                     await self.waiter
                 finally:
                     self.waiter = None
-            payload, sent_at = self.queue.popleft()
-            value = await _maybe_await(self.cls.publish(payload, self.info, **self.kwargs))
+            assert self.queue is not None
+            item = self.queue.popleft()
+            if type(item) is tuple:
+                payload, sent_at = item
+                value = await _maybe_await(self.cls.publish(payload, self.info, **self.kwargs))
+            elif type(item) is _Published:
+                payload, sent_at = item.payload, item.sent_at
+                value = await item.value
+            elif type(item) is _Failed:
+                raise item.error
+            else:
+                return item  # an ``Executed`` from the direct path: already published
             if value is SKIP:
                 continue
             self.sent_at = sent_at
-            if self.cls.share_results:
+            if self.share_base is not None:
                 # The broker hands one decoded payload object to every local subscriber of an
                 # event; ``publish`` returning the same object (or a value derived identically)
                 # is what lets their executions be shared.
-                self.share_key = (self.cls, id(payload), id(value), self.result_key)
+                self.share_key = (id(payload), id(value))
                 self.share_pins = (payload, value)
             return value
 
@@ -335,6 +424,9 @@ class SubscriptionStream:
             return
         self.closed = True
         self._wake()
+        while self.queue:
+            _discard(self.queue.popleft())
+        self.queue = None
         await self._leave()
         if self.joined:
             self.recorder.subscriptions(-1)

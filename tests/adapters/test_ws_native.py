@@ -7,8 +7,12 @@ import asyncio
 import json
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
+from websockets.protocol import SERVER
+from websockets.protocol import Protocol as WSProtocol
 from websockets.uri import parse_uri
 
 from service.engine.executor import Engine
@@ -77,3 +81,38 @@ async def test_reading_pauses_while_the_client_is_not_reading() -> None:
     assert ws.session is not None and not ws.session.writable.is_set()
     ws.resume_writing()
     assert transport.reading and ws.session.writable.is_set()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(0, 300),
+            st.sampled_from([125, 126, 127, 65_535, 65_536, 65_537]),
+            st.integers(0, 70_000),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.characters(codec="utf-8", exclude_categories=["Cs"]),
+)
+def test_frames_with_reused_headers_equal_websockets_own(sizes: list[int], char: str) -> None:
+    """``_send_utf8`` reuses a header per payload length: each frame it writes is byte for byte
+    the one websockets' ``send_text`` makes, and the client reads the same text back."""
+
+    async def check() -> None:
+        ws, transport, client = upgrade()
+        reference = WSProtocol(SERVER)
+        for size in sizes:
+            data = (char * size).encode()
+            ws._send_utf8(data)
+            reference.send_text(data)
+            written = transport.take()
+            transport.drain()  # the client read it
+            assert written == b"".join(reference.data_to_send())
+            client.receive_data(written)
+            [frame] = client.events_received()
+            assert isinstance(frame, Frame) and frame.opcode is Opcode.TEXT and frame.fin
+            assert frame.data == data
+
+    asyncio.run(check())

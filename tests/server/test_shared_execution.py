@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from service.server.serve import Server, serve
+from service.server.ws_native import NativeWebSocket
 from service.settings import Settings
 from support import schemas
 from support.schemas import Shared, TinyShared, schema
@@ -51,11 +52,14 @@ async def subscriber(
     query: str,
     viewer: str = "anyone",
     variables: dict[str, Any] | None = None,
+    max_queue: int = 16,
 ) -> ClientConnection:
     ws = await connect(
         f"ws://127.0.0.1:{srv.tcp_port()}/graphql",
         subprotocols=[subprotocol],  # type: ignore[list-item]
         additional_headers={"X-Viewer": viewer},
+        max_queue=max_queue,
+        max_size=None,
     )
     await ws.send(json.dumps({"type": "connection_init"}))
     assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
@@ -131,14 +135,35 @@ async def test_skip_order_and_variables_per_subscriber(server: Server) -> None:
 
 
 async def test_queue_overflow_keeps_first_and_last_with_shared_payloads(server: Server) -> None:
-    query = "subscription { tinyShared { value } }"
-    clients = [await subscriber(server, "graphql-transport-ws", query) for _ in range(3)]
-    # Ten events delivered in one loop step: each subscriber's queue of one keeps the newest
-    # (drop oldest), so each receives an increasing run of values that ends with the last.
-    await asyncio.gather(*(TinyShared.broadcast(payload={"item": {"value": i}}) for i in range(10)))
+    """Subscribers whose sockets cannot take more bytes fall back to their queue (a queue of
+    one: drop oldest): once they read again they get an increasing run ending with the last."""
+    query = "subscription { tinyShared { value pad } }"
+    # max_queue=1: the client library stops reading its socket while a message waits unread.
+    clients = [
+        await subscriber(server, "graphql-transport-ws", query, max_queue=1) for _ in range(3)
+    ]
+    sockets = [c for c in server.connections if isinstance(c, NativeWebSocket)]
+    assert len(sockets) == 3
+    pad = "x" * 262_144
+    value = 0
+    deadline = asyncio.get_running_loop().time() + 30
+    # Big events until every server-side socket is over its high-water mark (kernel buffers
+    # full, the client not reading); then ten small ones, broadcast at once.
+    while not all(sock.write_paused for sock in sockets):
+        assert asyncio.get_running_loop().time() < deadline, "the sockets never filled up"
+        await TinyShared.broadcast(payload={"item": {"value": value, "pad": pad}})
+        value += 1
+        await asyncio.sleep(0.01)
+    last_big = value - 1
+    await asyncio.gather(
+        *(TinyShared.broadcast(payload={"item": {"value": 1000 + i}}) for i in range(10))
+    )
     for ws in clients:
         got: list[int] = []
-        while not got or got[-1] != 9:
+        while not got or got[-1] != 1009:
             got += [v["tinyShared"]["value"] for v in await values(ws, "graphql-transport-ws", 1)]
-        assert got == sorted(set(got)) and len(got) < 10, got
+        assert got == sorted(set(got)), got
+        small = [v for v in got if v >= 1000]
+        assert len(small) < 10, "the queue of one dropped the oldest while the socket was full"
+        assert got[0] == 0 and all(v <= last_big for v in got if v < 1000)
         await ws.close()
