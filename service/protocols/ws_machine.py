@@ -27,7 +27,11 @@ from service.protocols.ws_messages import (
     encode,
 )
 
-__all__ = ["TRANSITIONS", "ConnectionEvent", "ConnectionState", "ServerConnection"]
+__all__ = ["NEXT_TAIL", "TRANSITIONS", "ConnectionEvent", "ConnectionState", "ServerConnection"]
+
+
+#: What follows the result in a result message (``next_head``).
+NEXT_TAIL = b"}"
 
 
 class ConnectionState(enum.Enum):
@@ -227,9 +231,15 @@ class ServerConnection(ABC):
 
     def next_bytes(self, id: str, result_json: bytes) -> bytes | None:
         """``next_encoded`` for UTF-8 JSON bytes, returning the message's UTF-8 bytes (what
-        ``next_encoded``'s ``Send.text`` encodes to), or ``None`` where it returns ``[]``. The
-        head of the message, up to the payload, is made once per operation: with many
-        subscribers sharing one encoded result, a frame costs two byte concatenations."""
+        ``next_encoded``'s ``Send.text`` encodes to), or ``None`` where it returns ``[]``."""
+        head = self.next_head(id)
+        return None if head is None else head + result_json + NEXT_TAIL
+
+    def next_head(self, id: str) -> bytes | None:
+        """The UTF-8 head of operation ``id``'s result messages: the message for a result
+        encoded as ``result_json`` is ``head + result_json + NEXT_TAIL`` (``next_bytes``).
+        ``None`` if ``id`` is not active or the connection is closed. Made once per operation,
+        so that subscribers sharing one encoded result can share whole frames too."""
         active = self._active
         if id not in active or self._state is ConnectionState.CLOSED:
             return None
@@ -238,7 +248,7 @@ class ServerConnection(ABC):
             id_json = json.dumps(id, ensure_ascii=False)
             head = f'{{"type":"{self._result_type}","id":{id_json},"payload":'.encode()
             active[id] = head
-        return head + result_json + b"}"
+        return head
 
     def error(self, id: str, errors: list[dict[str, Any]]) -> list[Action]:
         """Operation ``id`` failed before execution (e.g. validation): send ``error``; the

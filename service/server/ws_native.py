@@ -22,6 +22,7 @@ from websockets.server import ServerProtocol
 from service.engine.http import HTTPRequest
 from service.protocols.codes import CloseCode
 from service.protocols.negotiate import SUBPROTOCOLS, choose_subprotocol
+from service.protocols.ws_machine import NEXT_TAIL
 from service.server.ws_session import ConnectApp, WSSession
 
 __all__ = ["NativeWebSocket", "make_websocket_handler"]
@@ -43,9 +44,12 @@ _HANDSHAKE_HEADERS = frozenset(
     }
 )
 
-#: Unmasked text frame headers by payload length (``_send_utf8``), for this many lengths.
+#: Unmasked text frame headers by payload length (``_frame``), for this many lengths.
 _HEADERS: dict[int, bytes] = {}
 _HEADERS_KEPT = 4096
+
+#: The last result frame made (``_send_result``): ``(head, result, frame)``.
+_last_result: tuple[bytes, bytes | None, bytes] = (b"", None, b"")
 
 
 class NativeWebSocket(asyncio.Protocol):
@@ -123,7 +127,7 @@ class NativeWebSocket(asyncio.Protocol):
             self.request,
             self._send_text,
             self._close,
-            send_utf8=self._send_utf8,
+            send_result=self._send_result,
         )
         self._flush()
         interval = self.app.settings.ws_keepalive_s
@@ -259,22 +263,39 @@ class NativeWebSocket(asyncio.Protocol):
     def _send_text(self, text: str) -> None:
         self._send_utf8(text.encode())
 
-    def _send_utf8(self, data: bytes) -> None:
-        """Send one unfragmented text message whose payload is ``data`` (UTF-8).
+    def _send_result(self, head: bytes, result: bytes) -> None:
+        """``WSSession``'s ``send_result``: the text message ``head + result + NEXT_TAIL``.
+        Subscribers of one event share its encoded ``result`` (the same bytes object) and
+        mostly their operation's ``head`` too (clients number operations alike): then they
+        share the whole frame, made once."""
+        global _last_result
+        last_head, last_result, frame = _last_result
+        if result is not last_result or head != last_head:
+            made = self._frame(b"".join((head, result, NEXT_TAIL)))
+            if made is None:
+                return
+            frame = made
+            _last_result = (head, result, frame)
+        self._write_frame(frame)
 
-        The frame is websockets' own (``Frame.serialize``, RFC 6455 section 5.2); with no
-        extension negotiated its header depends only on the payload's length, so the header
-        serialized once for a length is reused for every frame of that length (subscribers
-        sharing one result get frames of equal length), and the frame goes straight to the
-        transport, after whatever the protocol object had buffered."""
-        ws = self.ws
-        transport = self.transport
-        if ws.state is not State.OPEN or transport is None:
-            return
-        if ws.extensions:
-            ws.send_text(data)
+    def _send_utf8(self, data: bytes) -> None:
+        """Send one unfragmented text message whose payload is ``data`` (UTF-8)."""
+        frame = self._frame(data)
+        if frame is not None:
+            self._write_frame(frame)
+
+    def _frame(self, data: bytes) -> bytes | None:
+        """The unmasked text frame carrying ``data`` (RFC 6455 section 5.2), as websockets'
+        ``Frame.serialize`` makes it. With no extension negotiated its header depends only on
+        the payload's length, so the header serialized once for a length is reused for every
+        frame of that length. ``None`` when the frame was sent already (extensions: websockets
+        frames and sends it) or cannot be (the connection is not open)."""
+        if self.ws.state is not State.OPEN or self.transport is None:
+            return None
+        if self.ws.extensions:
+            self.ws.send_text(data)
             self._flush()
-            return
+            return None
         size = len(data)
         header = _HEADERS.get(size)
         if header is None:
@@ -282,9 +303,18 @@ class NativeWebSocket(asyncio.Protocol):
             header = frame[: len(frame) - size]
             if len(_HEADERS) < _HEADERS_KEPT:
                 _HEADERS[size] = header
-        transport.write(header + data)
+        return header + data
+
+    def _write_frame(self, frame: bytes) -> None:
+        """Write a frame straight to the transport (after whatever the protocol object had
+        buffered: ``_flush`` empties it after every use); counts what a paused client has
+        not read."""
+        transport = self.transport
+        if transport is None or self.ws.state is not State.OPEN:
+            return
+        transport.write(frame)
         if self.write_paused:
-            self.unread_bytes += len(header) + size
+            self.unread_bytes += len(frame)
             if self.unread_bytes > self.app.settings.ws_max_unread_bytes:
                 self._drop_slow_reader()
 

@@ -35,6 +35,7 @@ from service.engine.persisted import Lookup, PersistedError, PersistedOperations
 from service.protocols.codes import CloseCode, ErrorCode
 from service.protocols.http import HTTPError, persisted_document_id
 from service.protocols.negotiate import make_connection
+from service.protocols.ws_machine import NEXT_TAIL
 from service.protocols.ws_messages import (
     TRANSPORT_WS_SUBPROTOCOL,
     Action,
@@ -173,9 +174,10 @@ class WSSession:
     """One GraphQL WebSocket connection over any transport.
 
     ``request`` is the upgrade request (its ``request_id`` already assigned by the transport);
-    ``send_text``/``close`` write to the transport; ``send_utf8`` (optional) writes a text
-    message already encoded as UTF-8 (the subscription results, spliced as bytes), else
-    ``send_text`` gets it decoded; ``loop`` (default: the running loop) gives
+    ``send_text``/``close`` write to the transport; ``send_result(head, result)`` (optional)
+    writes the text message ``head + result + NEXT_TAIL`` given as UTF-8 parts (a subscription
+    result encoded once and shared: a transport may reuse the frame it made for the same parts),
+    else ``send_text`` gets it joined and decoded; ``loop`` (default: the running loop) gives
     the clock, the timers and the tasks. ``keepalive``: send the subprotocol's own keep-alive
     messages (``ka`` on ``graphql-ws``, ``ping`` on ``graphql-transport-ws``) every
     ``WS_KEEPALIVE_S``; ``None`` decides by the settings (``ka`` always, ``ping`` only with
@@ -192,7 +194,7 @@ class WSSession:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         keepalive: bool | None = None,
-        send_utf8: Callable[[bytes], None] | None = None,
+        send_result: Callable[[bytes, bytes], None] | None = None,
     ) -> None:
         s = app.settings
         self.app = app
@@ -202,7 +204,9 @@ class WSSession:
         self.subprotocol = subprotocol
         self.request = request
         self._send_text = send_text
-        self._send_utf8 = send_utf8 or (lambda data: send_text(data.decode()))
+        self._send_result = send_result or (
+            lambda head, result: send_text((head + result + NEXT_TAIL).decode())
+        )
         self._close = close
         self.loop = loop or asyncio.get_running_loop()
         keepalive_s = s.ws_keepalive_s if s.ws_keepalive_s > 0 else None
@@ -516,18 +520,18 @@ class WSSession:
             return True
         if not self.writable.is_set():
             return False
-        data = self.machine.next_bytes(op_id, outcome.json_bytes())
-        if data is not None:
-            self._send_utf8(data)
+        head = self.machine.next_head(op_id)
+        if head is not None:
+            self._send_result(head, outcome.json_bytes())
             sent_at = outcome.sent_at
             self.recorder.notification_sent(None if sent_at is None else time.time() - sent_at)
         return True
 
     def _send_next(self, op_id: str, outcome: Outcome) -> None:
         # Encoded once per outcome: subscribers sharing an execution share its JSON bytes.
-        data = self.machine.next_bytes(op_id, outcome.json_bytes())
-        if data is not None:
-            self._send_utf8(data)
+        head = self.machine.next_head(op_id)
+        if head is not None:
+            self._send_result(head, outcome.json_bytes())
             sent_at = outcome.sent_at
             self.recorder.notification_sent(None if sent_at is None else time.time() - sent_at)
 

@@ -116,3 +116,35 @@ def test_frames_with_reused_headers_equal_websockets_own(sizes: list[int], char:
             assert frame.data == data
 
     asyncio.run(check())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(0, 2)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.lists(st.text(max_size=300), min_size=3, max_size=3),
+    st.lists(st.text(min_size=1, max_size=20), min_size=3, max_size=3),
+)
+def test_shared_result_frames_equal_websockets_own(
+    sends: list[tuple[int, int, int]], texts: list[str], ids: list[str]
+) -> None:
+    """``_send_result`` reuses the frame it made for the same result bytes and head, across
+    connections: every frame written is byte for byte websockets' own for that message."""
+
+    async def check() -> None:
+        sockets = [upgrade() for _ in range(3)]
+        results = [t.encode() for t in texts]  # the same objects, sent again and again
+        heads = [f'{{"type":"next","id":{json.dumps(i)},"payload":'.encode() for i in ids]
+        reference = WSProtocol(SERVER)
+        for which, result_index, head_index in sends:
+            ws, transport, _client = sockets[which]
+            head, result = heads[head_index], results[result_index % 3]
+            ws._send_result(head, result)
+            reference.send_text(head + result + b"}")
+            assert transport.take() == b"".join(reference.data_to_send())
+            transport.drain()
+
+    asyncio.run(check())
