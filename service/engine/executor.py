@@ -71,13 +71,14 @@ Prepared = tuple[CachedDocument | None, str, "Outcome | None"]
 #: longer ones in the engine's preparation thread.
 PREPARE_INLINE_BYTES = 1024
 
-_NEVER_AWAITABLE = frozenset({str, int, float, bool, type(None), dict, list, tuple, bytes})
+#: Types whose values are never awaitable: the plain values most resolvers return.
+PLAIN_VALUES = frozenset({str, int, float, bool, type(None), dict, list, tuple, bytes})
 
 
 def fast_is_awaitable(value: Any) -> bool:
     """graphql-core's ``is_awaitable`` hook, with a shortcut for the plain values most resolvers
     return (it is called several times per field: about 12% of a 600-field query here)."""
-    if type(value) in _NEVER_AWAITABLE:
+    if type(value) in PLAIN_VALUES:
         return False
     return inspect.isawaitable(value)
 
@@ -493,9 +494,11 @@ class ResponseStream:
             return DELIVERED
         key = None
         if share_key is not None:
-            key = self._shared_key(share_key)
-            shared = self.engine.shared_results.get(key)
-            if shared is not None:
+            group = self.share_group
+            key = (group, share_key) if group is not None else self._shared_key(share_key)
+            entry = self.engine.shared_results.entries.get(key)
+            if entry is not None:
+                shared = entry[0]
                 return DELIVERED if deliver(shared) else Executed(shared, sent_at, None, None)
         result = self._execute(event)
         if not isinstance(result, Outcome):

@@ -270,7 +270,12 @@ class NativeWebSocket(asyncio.Protocol):
         share the whole frame, made once."""
         global _last_result
         last_head, last_result, frame = _last_result
-        if result is not last_result or head != last_head:
+        if result is last_result and head == last_head:
+            transport = self.transport
+            if transport is not None and not self.write_paused and self.ws.state is State.OPEN:
+                transport.write(frame)  # the common case: _write_frame's, inlined
+                return
+        else:
             made = self._frame(b"".join((head, result, NEXT_TAIL)))
             if made is None:
                 return

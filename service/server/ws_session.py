@@ -55,27 +55,28 @@ class Gate:
     deque (760 bytes per connection, by the 10,000 idle ones): open at first; waiters are made
     only while it is shut."""
 
-    __slots__ = ("_open", "_waiters")
+    __slots__ = ("_waiters", "open")
 
     def __init__(self) -> None:
-        self._open = True
+        #: ``is_set()``, as an attribute for the hot path.
+        self.open = True
         self._waiters: list[asyncio.Future[None]] | None = None
 
     def is_set(self) -> bool:
-        return self._open
+        return self.open
 
     def set(self) -> None:
-        self._open = True
+        self.open = True
         waiters, self._waiters = self._waiters, None
         for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
 
     def clear(self) -> None:
-        self._open = False
+        self.open = False
 
     async def wait(self) -> None:
-        while not self._open:
+        while not self.open:
             waiter = asyncio.get_running_loop().create_future()
             if self._waiters is None:
                 self._waiters = []
@@ -518,11 +519,11 @@ class WSSession:
         is then queued for ``_pump``)."""
         if self.closed:
             return True
-        if not self.writable.is_set():
+        if not self.writable.open:
             return False
         head = self.machine.next_head(op_id)
         if head is not None:
-            self._send_result(head, outcome.json_bytes())
+            self._send_result(head, outcome.encoded_bytes or outcome.json_bytes())
             sent_at = outcome.sent_at
             self.recorder.notification_sent(None if sent_at is None else time.time() - sent_at)
         return True

@@ -44,7 +44,7 @@ import graphene
 from graphene.types.objecttype import ObjectTypeOptions
 from graphene.types.utils import yank_fields_from_attrs
 
-from service.engine.executor import DELIVERED, fast_is_awaitable
+from service.engine.executor import DELIVERED, PLAIN_VALUES
 from service.subscriptions import fanout as fanouts
 from service.subscriptions.fanout import NOTIFY, UNSUBSCRIBE, Fanout
 
@@ -362,7 +362,7 @@ class SubscriptionStream:
         assert self.direct is not None
         try:
             value = self.cls.publish(payload, self.info, **self.kwargs)
-            if fast_is_awaitable(value):
+            if type(value) not in PLAIN_VALUES and inspect.isawaitable(value):
                 return _Published(payload, value, sent_at)
             if value is SKIP:
                 return None
