@@ -27,8 +27,11 @@ import contextlib
 import dataclasses
 import functools
 import io
+import itertools
 import json
+import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -386,21 +389,41 @@ def bench_compiled(report: Report) -> None:
     report.notes.update(compiled_lines(measure_compiled(min(report.settings.duration_s, 5.0) / 2)))
 
 
+def baseline_env() -> dict[str, str] | None:
+    """``BENCH_BASELINE_SRC=<dir>``: another checkout of this project (an earlier commit, e.g.
+    ``git worktree add /tmp/old <commit>``), run from the same venv with its package first on
+    the path of the servers it starts; ``bundle`` and ``fanout-node`` then measure it too, in
+    the same run: before and after, side by side. ``None`` when unset.
+
+    Raises ``BenchError`` when the directory holds no ``service`` package."""
+    baseline = os.environ.get("BENCH_BASELINE_SRC")
+    if not baseline:
+        return None
+    if not os.path.isdir(os.path.join(baseline, "service")):
+        raise BenchError(f"BENCH_BASELINE_SRC={baseline}: no service/ package there")
+    return {"PYTHONPATH": baseline}
+
+
 def bench_bundle(report: Report) -> None:
     """The bundle as shipped against strawberry behind the same nginx (``bench/bundle.py``),
-    with server CPU per request."""
+    with server CPU per request. With ``BENCH_BASELINE_SRC`` (``baseline_env``), that code's
+    bundle, shipped and quiet, joins the same interleaved rounds."""
     settings = report.settings
     query = PEER_QUERY
+    quiet = {"LOG_LEVEL": "warning", "METRICS_ENABLED": "false"}
+    variants = [
+        ("bundle_shipped", "bundle as shipped, 1 worker", {}),
+        ("bundle_quiet", "bundle, logs+metrics off, 1 worker", quiet),
+    ]
+    baseline = baseline_env()
+    if baseline is not None:
+        variants += [
+            ("bundle_base_shipped", "baseline as shipped", baseline),
+            ("bundle_base_quiet", "baseline, logs+metrics off", {**baseline, **quiet}),
+        ]
     with contextlib.ExitStack() as stack:
         targets: list[Target] = []
-        for key, label, env in (
-            ("bundle_shipped", "bundle as shipped, 1 worker", {}),
-            (
-                "bundle_quiet",
-                "bundle, logs+metrics off, 1 worker",
-                {"LOG_LEVEL": "warning", "METRICS_ENABLED": "false"},
-            ),
-        ):
+        for key, label, env in variants:
             st = stack.enter_context(Stack(workers=1, app=SCHEMA_APP, env=env))
             assert st.proc is not None
             pids = [st.proc.pid, *st.worker_pids()]
@@ -424,8 +447,9 @@ def bench_bundle(report: Report) -> None:
         best = max((run.wrk for run in runs[target.key]), key=lambda r: r.requests_per_s)
         report.add_rounds(target.key, target.label + " { hello }", best, runs[target.key])
     if strawberry_available():
-        for target in targets[:2]:
-            report.compare(target.key, "bundle_strawberry", "strawberry")
+        for target in targets:
+            if target.key != "bundle_strawberry":
+                report.compare(target.key, "bundle_strawberry", "strawberry")
     report.notes["bundle"] = (
         f"{settings.peer_rounds} interleaved rounds through the same nginx files, best req/s "
         "and median server CPU per request (the server's process tree, not nginx, from /proc)"
@@ -437,7 +461,9 @@ def bench_fanout_node(report: Report) -> None:
     Redis: BENCH_SUBSCRIBERS and ten times as many subscribers, one group and 100, shared and
     per-subscriber execution, each with a window of 4 rounds in flight (the rate the machine
     sustains); then shared execution paced at 10,000 notifications/s (latency at that load).
-    CPU per delivered notification by component, and what the workers alone would sustain."""
+    CPU per delivered notification by component, and what the workers alone would sustain.
+    With ``BENCH_BASELINE_SRC`` (``baseline_env``), each case also runs on that code, right
+    after this code's run of it."""
     why = node_ready()
     if why is not None:
         report.notes["fanout-node"] = f"skipped: {why}"
@@ -455,11 +481,19 @@ def bench_fanout_node(report: Report) -> None:
         for shared in (True, False)
     ]
     cases += [(few, 1, True, 10_000.0), (many, 1, True, 10_000.0)]
-    with Stack(workers=2, app="support.schemas:schema", env=env_for_stack()) as stack:
-        workers = sorted(stack.worker_pids())
-        assert stack.nginx is not None and stack.nginx.pid is not None
-        nginx = [stack.nginx.pid, *children_of(stack.nginx.pid)]
-        for subs, groups, shared, rate in cases:
+    stacks = [("", env_for_stack())]
+    baseline = baseline_env()
+    if baseline is not None:  # each case on the baseline right after this code
+        stacks.append(("baseline: ", {**env_for_stack(), **baseline}))
+    with contextlib.ExitStack() as exits:
+        running = [
+            (prefix, exits.enter_context(Stack(workers=2, app="support.schemas:schema", env=env)))
+            for prefix, env in stacks
+        ]
+        for (subs, groups, shared, rate), (prefix, stack) in itertools.product(cases, running):
+            workers = sorted(stack.worker_pids())
+            assert stack.nginx is not None and stack.nginx.pid is not None
+            nginx = [stack.nginx.pid, *children_of(stack.nginx.pid)]
             groups = min(groups, subs)
             # Paced: about 5 s at the rate; else the same number of notifications per case.
             rounds = max(3, round(rate * 5 / subs)) if rate else max(3, notifications // subs)
@@ -476,10 +510,11 @@ def bench_fanout_node(report: Report) -> None:
                     rate=rate,
                 )
             )
+            label = prefix + result.label
             if result.delivered < result.expected:
-                raise BenchError(f"{result.label}: {result.delivered} of {result.expected} arrived")
+                raise BenchError(f"{label}: {result.delivered} of {result.expected} arrived")
             per_core = 1e6 / result.worker_us if result.worker_us else float("inf")
-            report.notes[f"fanout-node {result.label}"] = (
+            report.notes[f"fanout-node {label}"] = (
                 f"{result.notifications_per_s:,.0f} notifications/s, latency p50 "
                 f"{result.p50_ms:.1f} ms p99 {result.p99_ms:.1f} ms max {result.max_ms:.1f} ms; "
                 f"CPU us per notification: workers {result.worker_us:.1f} (alone: "
@@ -504,6 +539,10 @@ PARTS: dict[str, Callable[[Report], None]] = {
 }
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> int:
     """``python -m bench [PART ...]``: every part by default, else only those named."""
     chosen = argv[1:] or list(PARTS)
@@ -517,6 +556,9 @@ def main(argv: list[str]) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     report = Report(settings)
+    # ``kill <pid>`` stops the run as Ctrl-C does: the servers it started are reaped on the
+    # way out (by default SIGTERM ends Python at once and leaves them running).
+    signal.signal(signal.SIGTERM, _interrupted)
     for name in PARTS:
         if name in chosen:
             with part(report, name):

@@ -12,7 +12,7 @@ so a dead worker's values disappear once ``mark_process_dead`` ran for it.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -125,7 +125,7 @@ class _Observations:
 
     def add(self, value: float) -> None:
         self.total += value
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
 
     def flush_into(self, child: Any) -> None:
         """Add these observations to a prometheus-client histogram child, as that many
@@ -157,14 +157,21 @@ class PrometheusRecorder:
     ``ErrorCode`` (and ``OTHER``), so dashboards see each code before it first occurs.
     """
 
+    #: Most (operation type, operation name as given) pairs remembered with their pending
+    #: observations: names outside ``operation_names`` are the client's to choose.
+    NAMES_REMEMBERED = 1024
+
     def __init__(self, operation_names: tuple[str, ...] = ()) -> None:
         self.operation_names = operation_names
         self._requests: dict[tuple[str, str, str], int] = {}
         self._durations: dict[tuple[str, str], _Observations] = {}
+        # (operation type, name as given) -> the pending observations of its bounded label.
+        self._by_name: dict[tuple[str, str | None], _Observations] = {}
         self._errors: dict[str, int] = {}
         self._error_children: dict[str, Any] = {code: ERRORS.labels(code) for code in METRIC_CODES}
         self._websockets: dict[str, int] = {}
         self._counts: dict[str, int] = dict.fromkeys(_PLAIN, 0)
+        self._cache_hits = 0  # apart from ``_counts``: one per request
         self._lag = _Observations(_BOUNDS)
         self._queries = _Observations(_BOUNDS)
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
@@ -176,16 +183,28 @@ class PrometheusRecorder:
         return child
 
     # --- service.engine.recorder.Recorder ---------------------------------------------------
+    # ``request``, ``duration`` and ``cache_lookup`` run for every request: each is a dict
+    # lookup and an addition, nothing else (``_Observations.add`` inlined).
     def request(self, transport: str, operation_type: str, status: str) -> None:
         key = (transport, operation_type, status)
-        self._requests[key] = self._requests.get(key, 0) + 1
+        requests = self._requests
+        requests[key] = requests.get(key, 0) + 1
 
     def duration(self, operation_type: str, name: str | None, seconds: float) -> None:
+        pending = self._by_name.get((operation_type, name))
+        if pending is None:
+            pending = self._pending_for(operation_type, name)
+        pending.total += seconds
+        pending.counts[bisect_left(_BOUNDS, seconds)] += 1
+
+    def _pending_for(self, operation_type: str, name: str | None) -> _Observations:
         key = (operation_type, bounded_operation_name(name, self.operation_names))
         pending = self._durations.get(key)
         if pending is None:
             pending = self._durations[key] = _Observations(_BOUNDS)
-        pending.add(seconds)
+        if len(self._by_name) < self.NAMES_REMEMBERED:
+            self._by_name[(operation_type, name)] = pending
+        return pending
 
     def error(self, code: str) -> None:
         if code not in self._error_children:
@@ -193,7 +212,10 @@ class PrometheusRecorder:
         self._errors[code] = self._errors.get(code, 0) + 1
 
     def cache_lookup(self, hit: bool) -> None:
-        self._counts["cache_hits" if hit else "cache_misses"] += 1
+        if hit:
+            self._cache_hits += 1
+        else:
+            self._counts["cache_misses"] += 1
 
     def inflight(self, delta: int) -> None:
         self._counts["inflight"] += delta
@@ -247,6 +269,8 @@ class PrometheusRecorder:
             if delta:
                 self._child(WS_CONNECTIONS, (subprotocol,)).inc(delta)
         counts = self._counts
+        counts["cache_hits"] += self._cache_hits
+        self._cache_hits = 0
         for name, metric in _PLAIN.items():
             value = counts[name]
             if value:

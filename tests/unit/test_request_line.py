@@ -1,0 +1,148 @@
+"""The worker's request line, built in one dict display, is byte for byte the line the general
+path builds (``_request_fields`` then ``FastLines.emit``); ``duration_ms`` equals
+``round(seconds * 1000, 3)``; ``LineWriter``'s preallocated buffer writes every line once, in
+order, whatever their sizes. All over generated inputs."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import tempfile
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.engine.http import HTTPRequest, HTTPResponse
+from service.observability.logging import (
+    FastLines,
+    LineWriter,
+    Logs,
+    _request_fields,
+    _Timestamp,
+    duration_ms,
+)
+from service.settings import Settings
+
+# Text as clients send it, plus lone surrogates (orjson refuses them: the fallback encoder runs).
+texts = st.text(max_size=12) | st.sampled_from(["", "\ud800", "é", '"\\\n'])
+optional_texts = st.none() | texts
+
+
+@st.composite
+def exchanges(draw: st.DrawFn) -> tuple[HTTPRequest, HTTPResponse, float]:
+    request = HTTPRequest(
+        method=draw(st.sampled_from(["GET", "POST", "OPTIONS"])),
+        path=draw(texts),
+        query_string="",
+        headers={},
+        body=b"",
+        remote=draw(optional_texts),
+        request_id=draw(texts),
+    )
+    response = HTTPResponse(
+        status=draw(st.integers(100, 599)),
+        headers=[],
+        body=b"",
+        operation_type=draw(st.sampled_from(["query", "mutation", "subscription", "unknown"])),
+        operation_name=draw(optional_texts),
+        user=draw(optional_texts),
+    )
+    return request, response, draw(durations)
+
+
+durations = st.one_of(
+    st.floats(min_value=0.0, max_value=100.0),
+    st.floats(allow_nan=False),
+    # Halfway cases between two multiples of a microsecond, where rounding is delicate.
+    st.integers(0, 10**9).map(lambda n: (n + 0.5) / 1e6),
+    st.integers(0, 10**9).map(lambda n: n / 1e6),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(durations, st.just(math.inf), st.just(-math.inf), st.just(math.nan)))
+def test_duration_ms_is_rounded_milliseconds(seconds: float) -> None:
+    expected = round(seconds * 1000.0, 3)
+    got = duration_ms(seconds)
+    if math.isnan(expected):
+        assert math.isnan(got)
+        return
+    assert got == expected and math.copysign(1, got) == math.copysign(1, expected)
+
+
+def _logs(stream: io.StringIO, slot: int | None, level: int) -> Logs:
+    return Logs(Settings(), slot, [], object, stream, level=level)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    exchanges(),
+    st.integers(0, 64),
+    st.sampled_from([logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR]),
+)
+def test_the_worker_line_is_the_general_line(
+    exchange: tuple[HTTPRequest, HTTPResponse, float], slot: int, level: int
+) -> None:
+    request, response, seconds = exchange
+    with pytest.MonkeyPatch.context() as patch:
+        # One timestamp for both lines: the rest must then match byte for byte.
+        patch.setattr(_Timestamp, "now", lambda self: "2026-12-01T00:00:00.000000Z")
+        fast_stream, general_stream = io.StringIO(), io.StringIO()
+        _logs(fast_stream, slot, level).request_logger()(request, response, seconds)
+        error = response.status >= 500
+        if level <= (logging.ERROR if error else logging.INFO):
+            general = FastLines(LineWriter(general_stream), slot)
+            fields = _request_fields(request, response, seconds)
+            general.emit("service.request", "error" if error else "info", "request", fields)
+    assert fast_stream.getvalue() == general_stream.getvalue()
+    if general_stream.getvalue():
+        assert fast_stream.getvalue().count("\n") == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=300).map(lambda b: b + b"\n"), max_size=40),
+    st.integers(1, 512),
+    st.lists(st.integers(0, 39), max_size=5),
+)
+def test_line_writer_writes_every_line_once_in_order(
+    lines: list[bytes], capacity: int, flush_after: list[int]
+) -> None:
+    with tempfile.TemporaryFile("w+b") as raw:
+        stream: Any = open(os.dup(raw.fileno()), "w")  # noqa: SIM115 - closed below
+        try:
+            writer = LineWriter(stream, capacity=capacity)
+            writer.fd = stream.fileno()
+            for index, line in enumerate(lines):
+                writer.write(line)
+                if index in flush_after:
+                    writer.flush()
+            writer.flush()
+        finally:
+            stream.close()
+        raw.seek(0)
+        assert raw.read() == b"".join(lines)
+
+
+async def test_under_a_loop_lines_wait_for_the_flush() -> None:
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")  # closed below
+    try:
+        writer = LineWriter(stream, capacity=64)
+        writer.write(b"a" * 40 + b"\n")
+        assert writer.scheduled is not None  # pending, not yet written
+        writer.write(b"b" * 40 + b"\n")  # does not fit: the first goes out, the second waits
+        assert os.read(read_end, 1000) == b"a" * 40 + b"\n"
+        writer.write(b"c" * 100 + b"\n")  # larger than the buffer: pending first, then itself
+        assert os.read(read_end, 1000) == b"b" * 40 + b"\n" + b"c" * 100 + b"\n"
+        writer.write(b"d\n")
+        writer.flush()
+        assert os.read(read_end, 1000) == b"d\n"
+        assert writer.scheduled is None
+    finally:
+        stream.close()
+        os.close(read_end)
