@@ -6,8 +6,19 @@
 4. ``service.asgi_app`` under uvicorn, only when uvicorn happens to be installed;
 5. subscription fanout through nginx: many subscribers, timed broadcasts over Redis;
 6. WebSocket framing: websockets against wsproto (``bench/ws_framing.py``);
-7. peers: one tiny schema served by ``serve()``, ``asgi_app`` under uvicorn, strawberry and
-   ariadne under uvicorn, measured back to back (``bench/peers/``; the ``bench`` extra).
+7. idle: worker RSS per idle subscribed WebSocket (``bench/idle.py``);
+8. documents: hostile documents' preparation time on and off the loop;
+9. compiled: compiled execution against graphql-core's ``execute``, in-process;
+10. hotpath: logs and metrics on the request hot path, in-process (``bench/hotpath.py``);
+11. peers: one tiny schema served by ``serve()``, ``asgi_app`` under uvicorn, strawberry and
+    ariadne under uvicorn, measured back to back (``bench/peers/``; the ``bench`` extra);
+12. bundle: the bundle as shipped and with logs+metrics off against strawberry behind the
+    same nginx files (``bench/bundle.py``);
+13. fanout-node: fanout with a Node ``ws`` client at 1,000 and 10,000 subscribers
+    (``bench/fanout_node.py``).
+
+``BENCH_BASELINE_SRC=<checkout of an earlier commit>`` adds that code to ``bundle`` and
+``fanout-node``, measured in the same run (``baseline_env``).
 
 Every target measured with wrk also gets the server's CPU time per request: ``measure`` reads
 utime + stime of the server's process tree from ``/proc`` right before and right after the
@@ -32,6 +43,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -47,6 +59,7 @@ from bench.config import BenchSettings
 from bench.db import SEED_NOTES, seed_notes, seeded_database
 from bench.fanout import raise_nofile, run_fanout
 from bench.fanout_node import env_for_stack, node_ready, run_case
+from bench.hotpath import hotpath_lines, run_hotpath
 from bench.idle import hold_idle, worst_documents
 from bench.peers.schema import QUERY as PEER_QUERY
 from bench.peers.schema import answers, check_server
@@ -389,19 +402,40 @@ def bench_compiled(report: Report) -> None:
     report.notes.update(compiled_lines(measure_compiled(min(report.settings.duration_s, 5.0) / 2)))
 
 
+def bench_hotpath(report: Report) -> None:
+    """Logs and metrics on the request hot path, in-process (``bench/hotpath.py``): CPU per
+    ``{ hello }`` request with both, each alone and neither, interleaved rounds."""
+    settings = report.settings
+    requests = max(500, int(4000 * settings.duration_s))
+    report.notes.update(hotpath_lines(run_hotpath(requests, settings.peer_rounds + 2)))
+
+
 def baseline_env() -> dict[str, str] | None:
     """``BENCH_BASELINE_SRC=<dir>``: another checkout of this project (an earlier commit, e.g.
     ``git worktree add /tmp/old <commit>``), run from the same venv with its package first on
     the path of the servers it starts; ``bundle`` and ``fanout-node`` then measure it too, in
     the same run: before and after, side by side. ``None`` when unset.
 
-    Raises ``BenchError`` when the directory holds no ``service`` package."""
+    ``PYTHONSAFEPATH`` keeps ``python -m`` from putting the current directory (this checkout)
+    ahead of it. Raises ``BenchError`` when the directory holds no ``service`` package or a
+    server started so would still import this checkout's."""
     baseline = os.environ.get("BENCH_BASELINE_SRC")
     if not baseline:
         return None
-    if not os.path.isdir(os.path.join(baseline, "service")):
+    package = os.path.join(os.path.realpath(baseline), "service")
+    if not os.path.isdir(package):
         raise BenchError(f"BENCH_BASELINE_SRC={baseline}: no service/ package there")
-    return {"PYTHONPATH": baseline}
+    env = {"PYTHONPATH": baseline, "PYTHONSAFEPATH": "1"}
+    found = subprocess.run(
+        [sys.executable, "-c", "import service; print(service.__file__)"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if os.path.dirname(os.path.realpath(found)) != package:
+        raise BenchError(f"BENCH_BASELINE_SRC={baseline}: servers would import {found!r}")
+    return env
 
 
 def bench_bundle(report: Report) -> None:
@@ -533,6 +567,7 @@ PARTS: dict[str, Callable[[Report], None]] = {
     "idle": bench_idle,
     "documents": bench_documents,
     "compiled": bench_compiled,
+    "hotpath": bench_hotpath,
     "peers": bench_peers,
     "bundle": bench_bundle,
     "fanout-node": bench_fanout_node,

@@ -30,6 +30,7 @@ PARTS = [
     "idle",
     "documents",
     "compiled",
+    "hotpath",
     "peers",
     "bundle",
 ]
@@ -96,6 +97,8 @@ def test_every_bench_part_runs(tmp_path: Path) -> None:
     report = json.loads(Path(report_line[0].split(":", 1)[1].strip()).read_text())
     assert not report.get("errors"), report.get("errors")
     check_cpu_figures(report["http"])
+    for variant in ("shipped", "logs", "metrics", "quiet"):
+        assert "us CPU per { hello } request" in report["notes"][f"hotpath {variant}"], report
 
 
 def test_a_row_without_a_cpu_figure_says_why() -> None:
