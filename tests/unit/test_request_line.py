@@ -1,16 +1,21 @@
 """The worker's request line, built in one dict display, is byte for byte the line the general
-path builds (``_request_fields`` then ``FastLines.emit``); ``duration_ms`` equals
-``round(seconds * 1000, 3)``; ``LineWriter``'s preallocated buffer writes every line once, in
-order, whatever their sizes. All over generated inputs."""
+path builds (``_request_fields`` then ``FastLines.emit``), also when its values wait in
+``LineWriter.defer`` and the line is built in a batch among other lines; ``duration_ms`` equals
+``round(seconds * 1000, 3)``; ``_Timestamp.at`` is the ISO 8601 time of its nanoseconds;
+``LineWriter``'s preallocated buffer writes every line once, in order, whatever their sizes.
+All over generated inputs."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import io
+import json
 import logging
 import math
 import os
 import tempfile
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 from hypothesis import given, settings
@@ -74,7 +79,7 @@ def test_duration_ms_is_rounded_milliseconds(seconds: float) -> None:
     assert got == expected and math.copysign(1, got) == math.copysign(1, expected)
 
 
-def _logs(stream: io.StringIO, slot: int | None, level: int) -> Logs:
+def _logs(stream: TextIO, slot: int | None, level: int) -> Logs:
     return Logs(Settings(), slot, [], object, stream, level=level)
 
 
@@ -90,7 +95,7 @@ def test_the_worker_line_is_the_general_line(
     request, response, seconds = exchange
     with pytest.MonkeyPatch.context() as patch:
         # One timestamp for both lines: the rest must then match byte for byte.
-        patch.setattr(_Timestamp, "now", lambda self: "2026-12-01T00:00:00.000000Z")
+        patch.setattr(_Timestamp, "at", lambda self, time_ns: "2026-12-01T00:00:00.000000Z")
         fast_stream, general_stream = io.StringIO(), io.StringIO()
         _logs(fast_stream, slot, level).request_logger()(request, response, seconds)
         error = response.status >= 500
@@ -146,3 +151,113 @@ async def test_under_a_loop_lines_wait_for_the_flush() -> None:
     finally:
         stream.close()
         os.close(read_end)
+
+
+def _general_line(
+    exchange: tuple[HTTPRequest, HTTPResponse, float], slot: int, level: int
+) -> bytes:
+    """The line of ``exchange`` as the general path builds it (b"" when ``level`` hides it)."""
+    request, response, seconds = exchange
+    stream = io.StringIO()
+    error = response.status >= 500
+    if level <= (logging.ERROR if error else logging.INFO):
+        fields = _request_fields(request, response, seconds)
+        FastLines(LineWriter(stream), slot).emit(
+            "service.request", "error" if error else "info", "request", fields
+        )
+    return stream.getvalue().encode("utf-8", "surrogatepass")
+
+
+# What happens to a worker's writer: a request line, another line written, a flush.
+steps = st.lists(
+    st.one_of(
+        exchanges().map(lambda exchange: ("request", exchange)),
+        st.binary(min_size=1, max_size=80).map(lambda b: ("write", b + b"\n")),
+        st.just(("flush", None)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps,
+    st.integers(1, 8),
+    st.integers(64, 4096),
+    st.sampled_from([logging.INFO, logging.WARNING, logging.ERROR]),
+)
+def test_deferred_request_lines_keep_their_bytes_and_order_under_a_loop(
+    script: list[tuple[str, Any]], defer_max: int, capacity: int, level: int
+) -> None:
+    slot = 3
+
+    async def run(stream: Any) -> None:
+        logs = _logs(stream, slot, level)
+        logs.writer = LineWriter(stream, capacity=capacity)
+        logs.writer.fd = stream.fileno()
+        log_request = logs.request_logger()
+        for kind, value in script:
+            if kind == "request":
+                log_request(*value)
+            elif kind == "write":
+                logs.writer.write(value)
+            else:
+                logs.flush()
+        logs.flush()
+        assert logs.writer.scheduled is None and not logs.writer.deferred
+
+    with tempfile.TemporaryFile("w+b") as raw, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Timestamp, "at", lambda self, time_ns: "2026-12-01T00:00:00.000000Z")
+        patch.setattr(LineWriter, "DEFER_MAX", defer_max)
+        expected = b""
+        for kind, value in script:
+            if kind == "request":
+                expected += _general_line(value, slot, level)
+            elif kind == "write":
+                expected += value
+        stream: Any = open(os.dup(raw.fileno()), "w")  # noqa: SIM115 - closed below
+        try:
+            asyncio.run(run(stream))
+        finally:
+            stream.close()
+        raw.seek(0)
+        assert raw.read() == expected
+
+
+async def test_a_deferred_request_line_waits_for_the_flush_or_a_full_batch() -> None:
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")  # closed below
+    try:
+        logs = _logs(stream, 0, logging.INFO)
+        log_request = logs.request_logger()
+        exchange = (
+            HTTPRequest("POST", "/graphql", "", {}, b"", "127.0.0.1", "r1"),
+            HTTPResponse(200, [], b"", "query", "Q", "alice"),
+            0.001,
+        )
+        log_request(*exchange)
+        assert logs.writer.deferred and logs.writer.scheduled is not None
+        os.set_blocking(read_end, False)
+        with pytest.raises(BlockingIOError):  # nothing written yet
+            os.read(read_end, 10_000)
+        for _ in range(LineWriter.DEFER_MAX - 1):  # a full batch is built, still not written
+            log_request(*exchange)
+        assert not logs.writer.deferred and logs.writer.used > 0
+        logs.flush()
+        lines = os.read(read_end, 1_000_000).splitlines()
+        assert len(lines) == LineWriter.DEFER_MAX
+        assert {json.loads(line)["user"] for line in lines} == {"alice"}
+    finally:
+        stream.close()
+        os.close(read_end)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(0, 4_102_444_800 * 10**9 - 1))
+def test_timestamp_at_is_the_iso_time_of_its_nanoseconds(time_ns: int) -> None:
+    second, micros = divmod(time_ns // 1000, 1_000_000)
+    moment = datetime.datetime.fromtimestamp(second, datetime.UTC)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+    stamp = _Timestamp()
+    assert stamp.at(time_ns) == expected
+    assert stamp.at(time_ns) == expected  # the second's template, cached
