@@ -150,8 +150,9 @@ class HTTPCore:
     def _record(
         self, transport: str, outcome_status: str, operation_type: str, name: str | None, t0: float
     ) -> None:
-        self.recorder.request(transport, operation_type, outcome_status)
-        self.recorder.duration(operation_type, name, time.perf_counter() - t0)
+        self.recorder.answered(
+            transport, operation_type, outcome_status, name, time.perf_counter() - t0
+        )
 
     def count_errors(self, errors: list[dict[str, Any]]) -> None:
         for item in errors:

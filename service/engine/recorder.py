@@ -26,6 +26,11 @@ class Recorder(Protocol):
     def duration(self, operation_type: str, name: str | None, seconds: float) -> None:
         """Time to answer one operation, in seconds (subscriptions: time to set up)."""
 
+    def answered(
+        self, transport: str, operation_type: str, status: str, name: str | None, seconds: float
+    ) -> None:
+        """``request`` and ``duration`` of one operation, in one call (the HTTP hot path)."""
+
     def error(self, code: str) -> None:
         """One GraphQL error returned, by its bounded ``extensions.code``."""
 
@@ -65,6 +70,11 @@ class NullRecorder:
         pass
 
     def duration(self, operation_type: str, name: str | None, seconds: float) -> None:
+        pass
+
+    def answered(
+        self, transport: str, operation_type: str, status: str, name: str | None, seconds: float
+    ) -> None:
         pass
 
     def error(self, code: str) -> None:
