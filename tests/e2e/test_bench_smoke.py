@@ -99,6 +99,8 @@ def test_every_bench_part_runs(tmp_path: Path) -> None:
     check_cpu_figures(report["http"])
     for variant in ("shipped", "logs", "metrics", "quiet"):
         assert "us CPU per { hello } request" in report["notes"][f"hotpath {variant}"], report
+    for way in ("send_text", "serialize", "reused header"):
+        assert f"server text frame, {way}:" in report["ws_framing"]["output"], report
 
 
 def test_a_row_without_a_cpu_figure_says_why() -> None:
