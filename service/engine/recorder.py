@@ -29,7 +29,9 @@ class Recorder(Protocol):
     def answered(
         self, transport: str, operation_type: str, status: str, name: str | None, seconds: float
     ) -> None:
-        """``request`` and ``duration`` of one operation, in one call (the HTTP hot path)."""
+        """``request`` and ``duration`` of one operation, in one call (the HTTP hot path): a
+        recorder counts the same as for ``request(transport, operation_type, status)`` then
+        ``duration(operation_type, name, seconds)``."""
 
     def error(self, code: str) -> None:
         """One GraphQL error returned, by its bounded ``extensions.code``."""
@@ -75,7 +77,9 @@ class NullRecorder:
     def answered(
         self, transport: str, operation_type: str, status: str, name: str | None, seconds: float
     ) -> None:
-        pass
+        # ``request`` then ``duration``, so that a subclass counting either sees every answer.
+        self.request(transport, operation_type, status)
+        self.duration(operation_type, name, seconds)
 
     def error(self, code: str) -> None:
         pass

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
 from websockets.asyncio.client import connect as ws_connect
 from websockets.typing import Subprotocol
 
 from service.auth import issue_token
+from service.broker import DEFAULT_CHANNEL_PREFIX
 from service.engine.persisted import Lookup, PersistedOperations, TrustedDocuments, sha256_hex
 from service.engine.recorder import NullRecorder
 from service.server.application import make_context_getter
@@ -122,7 +124,21 @@ async def open_stream(
 
 
 async def subscribed(group: str) -> None:
+    """Wait until ``Ticker``'s subscribe() ran for ``group`` and the server's broker has joined
+    its channel in Redis (subscribe() runs before the join: an event published in between
+    reaches no one)."""
     await apoll_until(lambda: group in schemas.SUBSCRIBED, timeout_s=10, what=f"{group} joined")
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+
+        async def joined() -> bool:
+            channel = DEFAULT_CHANNEL_PREFIX + schemas.Ticker.group_key(group)
+            [(_, count)] = await client.pubsub_numsub(channel)
+            return bool(count >= 1)
+
+        await apoll_until(joined, timeout_s=10, what=f"the broker to join {group} in Redis")
+    finally:
+        await client.aclose()
 
 
 async def test_sse_subscription_gets_fanout_events_and_ends_when_the_client_leaves(
