@@ -252,8 +252,9 @@ class LineWriter:
         """Keep ``entry`` (a tuple of a line's values) and make its line later, with the
         entries around it, through ``render`` (set before the first call): before the next
         ``write`` (so lines keep their order), at the next ``flush``, or when ``DEFER_MAX``
-        entries wait. Measured in ``bench/hotpath.py``: a request line built in a batch costs
-        about half of one built in the request's own turn, where its code and data are cold.
+        entries wait. Measured in ``bench/hotpath.py``: request lines built in batches cost about
+        60% of lines built each in its request's own turn, where their code and data are cold
+        (4.1 against 6.7 µs per ``{ hello }`` request).
         Holding at most ``DEFER_MAX`` small tuples keeps memory flat (see the class note)."""
         deferred = self.deferred
         deferred.append(entry)

@@ -206,8 +206,9 @@ class PrometheusRecorder:
         self, transport: str, operation_type: str, status: str, name: str | None, seconds: float
     ) -> None:
         """Kept as one tuple and counted with the others of its batch (at ``ANSWERED_MAX`` or
-        the next ``flush``): measured in ``bench/hotpath.py``, counting in the request's own
-        turn, where this code and its dicts are cold, costs about twice as much."""
+        the next ``flush``): measured in ``bench/hotpath.py``, counting each in the request's
+        own turn, where this code and its dicts are cold, cost about 1.4 times as much (2.0
+        against 1.4 µs per request for all the metrics of a ``{ hello }``)."""
         answered = self._answered
         answered.append((transport, operation_type, status, name, seconds))
         if len(answered) >= self.ANSWERED_MAX:
