@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import statistics
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -58,16 +56,14 @@ def request_bytes(query: str, request_id: str) -> bytes:
 
 
 class Sink:
-    """A transport whose peer reads everything at once: counts responses and bytes."""
+    """A transport whose peer reads everything at once: counts responses, keeps the last."""
 
     def __init__(self) -> None:
         self.responses = 0
-        self.bytes = 0
         self.last = b""
 
     def write(self, data: bytes) -> None:
         self.responses += 1
-        self.bytes += len(data)
         self.last = data
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -94,23 +90,14 @@ class Variant:
     flush: Callable[[], None]
 
 
-@contextlib.contextmanager
-def _stderr_to(stream: Any) -> Iterator[None]:
-    saved = sys.stderr
-    sys.stderr = stream
-    try:
-        yield
-    finally:
-        sys.stderr = saved
-
-
 def build(name: str, settings: Settings, devnull: Any) -> tuple[HTTPProtocol, Sink, Any]:
     """A connection of a server wired for ``name`` (one of ``VARIANTS``)."""
     logs_on = name in ("shipped", "logs")
     metrics_on = name in ("shipped", "metrics")
     log_request = None
     if logs_on:
-        with _stderr_to(devnull):  # the worker's lines go to its stderr: here, /dev/null
+        # The worker's lines go to its stderr: here, /dev/null.
+        with contextlib.redirect_stderr(devnull):
             log_request = configure_logging(settings, slot=0).request_logger()
     recorder: Any = PrometheusRecorder() if metrics_on else NullRecorder()
     server = build_server(
@@ -164,8 +151,7 @@ async def measure_hotpath(requests: int, rounds: int, devnull: TextIO) -> dict[s
     variants = []
     for name in VARIANTS:
         protocol, sink, recorder = build(name, settings, devnull)
-        flush = getattr(recorder, "flush", lambda: None)
-        variants.append(Variant(name, protocol, sink, flush))
+        variants.append(Variant(name, protocol, sink, recorder.flush))
     for variant in variants:  # warm up: caches, the compiled document
         await _round(variant, payloads[: min(2000, requests)])
     figures: dict[str, list[float]] = {variant.name: [] for variant in variants}
@@ -205,11 +191,8 @@ def hotpath_lines(figures: dict[str, list[float]]) -> dict[str, str]:
 def main() -> None:
     requests = int(os.environ.get("HOTPATH_REQUESTS", "20000"))
     rounds = int(os.environ.get("HOTPATH_ROUNDS", "5"))
-    figures = run_hotpath(requests, rounds)
-    out = io.StringIO()
-    for key, line in hotpath_lines(figures).items():
-        print(f"{key}: {line}", file=out)
-    sys.stdout.write(out.getvalue())
+    for key, line in hotpath_lines(run_hotpath(requests, rounds)).items():
+        print(f"{key}: {line}")
 
 
 if __name__ == "__main__":

@@ -300,14 +300,11 @@ class LineWriter:
         self.scheduled = loop.call_later(self.FLUSH_INTERVAL_S, self.flush)
 
     def flush(self) -> None:
+        if self.deferred:
+            self._render()
         if self.scheduled is not None:
             self.scheduled.cancel()
             self.scheduled = None
-        if self.deferred:
-            self._render()
-            if self.scheduled is not None:  # _put scheduled one: this flush is it
-                self.scheduled.cancel()
-                self.scheduled = None
         used = self.used
         if not used:
             return

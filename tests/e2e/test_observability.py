@@ -42,8 +42,16 @@ def scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     return out
 
 
+#: A scraped sample's key: (sample name, sorted labels).
+Sample = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def sample(name: str, **labels: str) -> Sample:
+    return name, tuple(sorted(labels.items()))
+
+
 def value(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    return samples.get(sample(name, **labels), 0.0)
 
 
 def test_counters_match_traffic_across_workers(stack: Stack) -> None:
@@ -90,34 +98,31 @@ def test_counters_match_traffic_across_workers(stack: Stack) -> None:
 
     assert asyncio.run(subscribe_and_receive()) == 5
 
-    # What this traffic must add: (sample name, labels) -> at least this much.
-    expected: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {
-        (
-            "graphql_requests_total",
-            (("operation_type", "query"), ("status", "ok"), ("transport", "http")),
-        ): n_ok,
-        (
-            "graphql_requests_total",
-            (("operation_type", "unknown"), ("status", "rejected"), ("transport", "http")),
+    # What this traffic must add: sample -> at least this much.
+    expected: dict[Sample, float] = {
+        sample("graphql_requests_total", transport="http", operation_type="query", status="ok"): (
+            n_ok
+        ),
+        sample(
+            "graphql_requests_total", transport="http", operation_type="unknown", status="rejected"
         ): n_bad,
-        (
-            "graphql_requests_total",
-            (("operation_type", "mutation"), ("status", "ok"), ("transport", "http")),
+        sample(
+            "graphql_requests_total", transport="http", operation_type="mutation", status="ok"
         ): 5,
-        ("graphql_errors_total", (("code", "GRAPHQL_VALIDATION_FAILED"),)): n_bad,
-        ("graphql_subscription_notifications_sent_total", ()): 5,
-        ("graphql_fanout_lag_seconds_count", ()): 5,
+        sample("graphql_errors_total", code="GRAPHQL_VALIDATION_FAILED"): n_bad,
+        sample("graphql_subscription_notifications_sent_total"): 5,
+        sample("graphql_fanout_lag_seconds_count"): 5,
     }
 
-    def delta(samples: dict[Any, float], key: tuple[str, tuple[tuple[str, str], ...]]) -> float:
+    def delta(samples: dict[Sample, float], key: Sample) -> float:
         return samples.get(key, 0.0) - before.get(key, 0.0)
 
     # Workers hand their counts to prometheus-client once a second, one mmapped file write per
     # metric, and a scrape may fall in the middle of a worker's flush: wait until every count
     # this traffic adds is there (each document lookup counted as a hit or a miss), then check
     # none is more than expected.
-    hits = ("graphql_document_cache_hits_total", ())
-    misses = ("graphql_document_cache_misses_total", ())
+    hits = sample("graphql_document_cache_hits_total")
+    misses = sample("graphql_document_cache_misses_total")
 
     def settled() -> Any:
         s = scrape(stack)
