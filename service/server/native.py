@@ -286,14 +286,22 @@ class HTTPProtocol(asyncio.Protocol):
         """Tasks this connection owns that have not finished (for a bounded shutdown)."""
         return [self.task] if self.task is not None and not self.task.done() else []
 
-    def shutdown(self) -> None:
-        """Graceful stop: close now when idle, else after the response in progress."""
+    def shutdown(self, idle_linger_s: float = 0.0) -> None:
+        """Graceful stop: close after the response in progress; when idle, now, or after
+        ``idle_linger_s`` seconds if no request comes. A request that comes meanwhile is
+        answered with ``connection: close`` and the connection closes after it: a proxy that
+        picked this pooled connection just as the stop began gets its answer instead of a
+        closed socket (nginx retries those on another slot, but during a reload every slot is
+        closing its idle connections at once)."""
         self.closing = True
         if self.streaming and self.task is not None:
             self.task.cancel()  # ends the stream; the connection closes once it unwound
             return
         if self.transport is not None and not self.busy and not self.queue and not self.upgraded:
-            self.transport.close()
+            if idle_linger_s > 0:
+                self._arm(idle_linger_s, self._on_idle_timeout)
+            else:
+                self.transport.close()
 
     # --- parsing ------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:

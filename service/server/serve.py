@@ -325,16 +325,19 @@ class Server:
         websocket_drain_s: float = 0.0,
         websocket_spread_s: float = 0.0,
         websocket_code: int = CloseCode.GoingAway,
+        idle_linger_s: float = 0.0,
     ) -> None:
         """Stop accepting, let in-flight work finish within ``timeout_s`` (default: the
         graceful timeout), then close what is left and run the ``on_close`` hooks.
 
-        HTTP connections close once their response in progress is sent. WebSockets keep
-        running (subscriptions keep delivering) for ``websocket_drain_s`` seconds, then are
-        closed with ``websocket_code`` (1001 Going Away on a stop; the supervisor's reload uses
-        1012 Service Restart), spread evenly over ``websocket_spread_s`` seconds so their
-        clients do not all reconnect at the same moment. Whatever is still open at the end of
-        ``timeout_s`` is aborted.
+        HTTP connections close once their response in progress is sent; idle keep-alive ones
+        at once, or, with ``idle_linger_s``, when no request came for that many seconds (one
+        that comes is answered, with ``connection: close``: ``HTTPProtocol.shutdown``).
+        WebSockets keep running (subscriptions keep delivering) for ``websocket_drain_s``
+        seconds, then are closed with ``websocket_code`` (1001 Going Away on a stop; the
+        supervisor's reload uses 1012 Service Restart), spread evenly over
+        ``websocket_spread_s`` seconds so their clients do not all reconnect at the same
+        moment. Whatever is still open at the end of ``timeout_s`` is aborted.
         """
         if self.closed:
             return
@@ -351,7 +354,7 @@ class Server:
             if isinstance(conn, NativeWebSocket):
                 websockets.append(conn)
             else:
-                conn.shutdown()
+                conn.shutdown(min(idle_linger_s, grace))
         drain = min(websocket_drain_s, grace)
         if websockets and drain > 0:
             with contextlib.suppress(TimeoutError):

@@ -8,7 +8,8 @@ Lifecycle (gunicorn calls these in the forked child):
 3. SIGTERM: graceful. If the arbiter announced a reload (SIGUSR2, sent by the ``on_reload``
    hook), keep accepting until the successor has renamed its socket over the slot path, so the
    path always has a listener. Then stop accepting, finish in-flight requests within
-   ``graceful_timeout``, exit. SIGQUIT/SIGINT: stop at once.
+   ``graceful_timeout`` (idle keep-alive connections answer one more request for
+   ``IDLE_LINGER_S``), exit. SIGQUIT/SIGINT: stop at once.
 4. HUP, USR1, TTIN, TTOU, WINCH: the arbiter's commands (reload, reopen logs, scale, stop
    daemonized workers). A worker only logs that it ignored one: the fork copied the arbiter's
    Python handlers, so ``init_signals`` first resets every signal the arbiter handles (and
@@ -40,6 +41,10 @@ log = logging.getLogger("service.supervisor.worker")
 
 #: Signals meant for the arbiter that a worker receives by mistake (or, for USR1, forwarded by
 #: the arbiter's log reopening): ignored until the loop runs, then a logged no-op.
+#: On a graceful stop or reload, idle keep-alive connections from nginx stay open this long
+#: (``Server.close``'s ``idle_linger_s``): a request nginx sends on one as the stop begins is
+#: answered (with ``connection: close``) instead of meeting a closed socket.
+IDLE_LINGER_S = 1.0
 STRAY_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH)
 _WHY_IGNORED = {
     signal.SIGUSR1: "logs go to stderr, no file to reopen",
@@ -150,9 +155,12 @@ class GraphQLWorker(Worker):
                     websocket_drain_s=self.settings.ws_reload_drain_s,
                     websocket_spread_s=self.settings.ws_reload_spread_s,
                     websocket_code=CloseCode.ServiceRestart,
+                    idle_linger_s=IDLE_LINGER_S,
                 )
             else:
-                await self.server.close(self.settings.graceful_timeout_s)
+                await self.server.close(
+                    self.settings.graceful_timeout_s, idle_linger_s=IDLE_LINGER_S
+                )
         finally:
             heartbeat.cancel()
 

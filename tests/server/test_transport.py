@@ -15,6 +15,7 @@ import pytest
 
 from service.server.serve import Server, build_server, serve
 from service.settings import Settings
+from support.polling import apoll_until
 from support.schemas import schema
 
 
@@ -273,6 +274,36 @@ async def test_close_drains_inflight_request(server: Server) -> None:
     await closing
     with pytest.raises(OSError):
         await open_tcp(server, port)
+
+
+async def test_an_idle_connection_answers_one_more_request_while_lingering(
+    server: Server,
+) -> None:
+    reader, writer = await open_tcp(server)
+    writer.write(post("{ hello }"))
+    await writer.drain()
+    assert (await read_response(reader))[0] == 200  # now idle in the client's pool
+    closing = asyncio.ensure_future(server.close(5.0, idle_linger_s=3.0))
+    await apoll_until(lambda: server.closed, timeout_s=5, what="the stop to begin")
+    # A proxy sends on its pooled connection just as the stop began: it gets its answer.
+    writer.write(post("{ hello }"))
+    await writer.drain()
+    status, headers, body = await read_response(reader)
+    assert status == 200 and json.loads(body) == {"data": {"hello": "Hello, world!"}}
+    assert headers.get("connection") == "close"
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # and the connection closes after it
+    await asyncio.wait_for(closing, 5)
+
+
+async def test_a_lingering_idle_connection_closes_when_no_request_comes(server: Server) -> None:
+    reader, writer = await open_tcp(server)
+    writer.write(post("{ hello }"))
+    await writer.drain()
+    assert (await read_response(reader))[0] == 200
+    closing = asyncio.ensure_future(server.close(5.0, idle_linger_s=0.2))
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    await asyncio.wait_for(closing, 5)
+    assert not server.connections
 
 
 def test_unix_socket_stale_file_replaced_live_one_refused() -> None:
