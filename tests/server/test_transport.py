@@ -276,13 +276,20 @@ async def test_close_drains_inflight_request(server: Server) -> None:
         await open_tcp(server, port)
 
 
-async def test_an_idle_connection_answers_one_more_request_while_lingering(
-    server: Server,
-) -> None:
+async def idle_connection(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A keep-alive connection that has had one request answered and is now idle, as in a
+    proxy's pool."""
     reader, writer = await open_tcp(server)
     writer.write(post("{ hello }"))
     await writer.drain()
-    assert (await read_response(reader))[0] == 200  # now idle in the client's pool
+    assert (await read_response(reader))[0] == 200
+    return reader, writer
+
+
+async def test_an_idle_connection_answers_one_more_request_while_lingering(
+    server: Server,
+) -> None:
+    reader, writer = await idle_connection(server)
     closing = asyncio.ensure_future(server.close(5.0, idle_linger_s=3.0))
     await apoll_until(lambda: server.closed, timeout_s=5, what="the stop to begin")
     # A proxy sends on its pooled connection just as the stop began: it gets its answer.
@@ -296,10 +303,7 @@ async def test_an_idle_connection_answers_one_more_request_while_lingering(
 
 
 async def test_a_lingering_idle_connection_closes_when_no_request_comes(server: Server) -> None:
-    reader, writer = await open_tcp(server)
-    writer.write(post("{ hello }"))
-    await writer.drain()
-    assert (await read_response(reader))[0] == 200
+    reader, _ = await idle_connection(server)
     closing = asyncio.ensure_future(server.close(5.0, idle_linger_s=0.2))
     assert await asyncio.wait_for(reader.read(), 5) == b""
     await asyncio.wait_for(closing, 5)
