@@ -64,7 +64,7 @@ from bench.idle import hold_idle, worst_documents
 from bench.peers.schema import QUERY as PEER_QUERY
 from bench.peers.schema import answers, check_server
 from bench.procs import Child, CpuUse, graphql, tree_ticks
-from bench.report import SERVER, Measured, Report
+from bench.report import SERVER, HTTPRow, Measured, Report
 from bench.wrk import WrkResult, run_wrk
 from support.stack import Stack, children_of, free_port
 
@@ -488,6 +488,28 @@ def bench_bundle(report: Report) -> None:
         f"{settings.peer_rounds} interleaved rounds through the same nginx files, best req/s "
         "and median server CPU per request (the server's process tree, not nginx, from /proc)"
     )
+    for on_key, off_key, name in (
+        ("bundle_shipped", "bundle_quiet", "bundle logs+metrics cost"),
+        ("bundle_base_shipped", "bundle_base_quiet", "bundle logs+metrics cost, baseline"),
+    ):
+        line = logs_metrics_cost(report.row(on_key), report.row(off_key))
+        if line is not None:
+            report.notes[name] = line
+
+
+def logs_metrics_cost(shipped: HTTPRow | None, quiet: HTTPRow | None) -> str | None:
+    """What logs and metrics on cost against both off, from two rows of the same run: the
+    share of throughput (best req/s) and the server CPU per request (medians) they add."""
+    if shipped is None or quiet is None or shipped.result is None or quiet.result is None:
+        return None
+    if quiet.result.requests_per_s <= 0:
+        return None
+    share = 1.0 - shipped.result.requests_per_s / quiet.result.requests_per_s
+    line = f"{share:.1%} of throughput against logs+metrics off"
+    shipped_us, quiet_us = shipped.cpu_us, quiet.cpu_us
+    if shipped_us is not None and quiet_us is not None:
+        line += f", {shipped_us - quiet_us:+.1f} us server CPU per request ({quiet_us:.1f} off)"
+    return line
 
 
 def bench_fanout_node(report: Report) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bench.__main__ import logs_metrics_cost
 from bench.config import BenchSettings
 from bench.procs import CpuUse, tree_ticks
 from bench.report import SERVER, Measured, Report
@@ -99,6 +100,7 @@ def test_every_bench_part_runs(tmp_path: Path) -> None:
     check_cpu_figures(report["http"])
     for variant in ("shipped", "logs", "metrics", "quiet"):
         assert "us CPU per { hello } request" in report["notes"][f"hotpath {variant}"], report
+    assert "of throughput against logs+metrics off" in report["notes"]["bundle logs+metrics cost"]
     for way in ("send_text", "serialize", "reused header"):
         assert f"server text frame, {way}:" in report["ws_framing"]["output"], report
 
@@ -132,3 +134,17 @@ def test_process_tree_ticks_keep_a_reaped_child() -> None:
     assert before.roots_alive and after.roots_alive
     assert before.processes >= 2  # this process and the child (alive, or a zombie until reaped)
     assert after.ticks >= before.ticks
+
+
+def test_the_logs_and_metrics_cost_is_read_off_two_rows() -> None:
+    report = Report(BenchSettings())
+    on = WrkResult(900.0, 1.0, 2.0, requests=9000, non_2xx=0, socket_errors=0)
+    off = WrkResult(1000.0, 1.0, 2.0, requests=10000, non_2xx=0, socket_errors=0)
+    # 100 ticks of 10 ms: 1 s over 9,000 and 10,000 requests.
+    report.add("on", "on", Measured(on, {SERVER: CpuUse(100, 1, 9000)}))
+    report.add("off", "off", Measured(off, {SERVER: CpuUse(100, 1, 10000)}))
+    line = logs_metrics_cost(report.row("on"), report.row("off"))
+    assert line == (
+        "10.0% of throughput against logs+metrics off, +11.1 us server CPU per request (100.0 off)"
+    )
+    assert logs_metrics_cost(report.row("on"), report.row("missing")) is None

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from typing import Any, TextIO
 
 import pytest
@@ -27,13 +28,14 @@ from service.observability.logging import (
     LineWriter,
     Logs,
     _request_fields,
+    _RequestLines,
     _Timestamp,
     duration_ms,
 )
 from service.settings import Settings
 
 # Text as clients send it, plus lone surrogates (orjson refuses them: the fallback encoder runs).
-texts = st.text(max_size=12) | st.sampled_from(["", "\ud800", "é", '"\\\n'])
+texts = st.text(max_size=12) | st.sampled_from(["", "\ud800", "é", '"\\\n', "%b%s%%", "unix"])
 optional_texts = st.none() | texts
 
 
@@ -98,18 +100,23 @@ def _general_line(
     return stream.getvalue().encode("utf-8", "surrogatepass")
 
 
+# Nanoseconds since the epoch, up to 2100.
+moments = st.integers(0, 4_102_444_800 * 10**9 - 1)
+
+
 @settings(max_examples=600, deadline=None)
 @given(
     exchanges(),
     st.integers(0, 64),
     st.sampled_from([logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR]),
+    moments,
 )
 def test_the_worker_line_is_the_general_line(
-    exchange: tuple[HTTPRequest, HTTPResponse, float], slot: int, level: int
+    exchange: tuple[HTTPRequest, HTTPResponse, float], slot: int, level: int, moment: int
 ) -> None:
     with pytest.MonkeyPatch.context() as patch:
-        # One timestamp for both lines: the rest must then match byte for byte.
-        patch.setattr(_Timestamp, "at", lambda self, time_ns: "2026-12-01T00:00:00.000000Z")
+        # One clock for both lines: they must then match byte for byte.
+        patch.setattr(time, "time_ns", lambda: moment)
         fast_stream = io.StringIO()
         _logs(fast_stream, slot, level).request_logger()(*exchange)
         general = _general_line(exchange, slot, level)
@@ -181,9 +188,16 @@ steps = st.lists(
     st.integers(1, 8),
     st.integers(64, 4096),
     st.sampled_from([logging.INFO, logging.WARNING, logging.ERROR]),
+    moments,
+    st.integers(1, 4),
 )
 def test_deferred_request_lines_keep_their_bytes_and_order_under_a_loop(
-    script: list[tuple[str, Any]], defer_max: int, capacity: int, level: int
+    script: list[tuple[str, Any]],
+    defer_max: int,
+    capacity: int,
+    level: int,
+    moment: int,
+    templates_max: int,
 ) -> None:
     slot = 3
 
@@ -203,8 +217,10 @@ def test_deferred_request_lines_keep_their_bytes_and_order_under_a_loop(
         assert logs.writer.scheduled is None and not logs.writer.deferred
 
     with tempfile.TemporaryFile("w+b") as raw, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_Timestamp, "at", lambda self, time_ns: "2026-12-01T00:00:00.000000Z")
+        patch.setattr(time, "time_ns", lambda: moment)
         patch.setattr(LineWriter, "DEFER_MAX", defer_max)
+        # Few templates and values kept: the caches are cleared and refilled along the way.
+        patch.setattr(_RequestLines, "MAX", templates_max)
         expected = b""
         for kind, value in script:
             if kind == "request":
@@ -257,3 +273,16 @@ def test_timestamp_at_is_the_iso_time_of_its_nanoseconds(time_ns: int) -> None:
     stamp = _Timestamp()
     assert stamp.at(time_ns) == expected
     assert stamp.at(time_ns) == expected  # the second's template, cached
+
+
+def test_the_request_line_caches_stay_bounded() -> None:
+    lines = _RequestLines(_Timestamp(), 1, 0)
+    entries = [
+        (f"r{n}", "GET", f"/p{n}", 200, 0.001, "query", f"Op{n}", f"10.{n}:1", f"u{n}", "info", 0)
+        for n in range(3 * _RequestLines.MAX)
+    ]
+    rendered = lines(entries).splitlines()
+    assert len(rendered) == len(entries)
+    assert [json.loads(line)["path"] for line in rendered] == [entry[2] for entry in entries]
+    assert 0 < len(lines.templates) <= _RequestLines.MAX
+    assert 0 < len(lines.values) <= _RequestLines.MAX
