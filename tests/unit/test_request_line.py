@@ -236,7 +236,10 @@ def test_deferred_request_lines_keep_their_bytes_and_order_under_a_loop(
         assert raw.read() == expected
 
 
-async def test_a_deferred_request_line_waits_for_the_flush_or_a_full_batch() -> None:
+async def test_a_deferred_request_line_waits_for_the_flush_or_a_full_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(LineWriter, "DEFER_MAX", 16)  # a batch the pipe holds unread
     read_end, write_end = os.pipe()
     stream = os.fdopen(write_end, "w")  # closed below
     try:
