@@ -41,8 +41,10 @@ import io
 import itertools
 import json
 import os
+import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -64,7 +66,7 @@ from bench.idle import hold_idle, worst_documents
 from bench.peers.schema import QUERY as PEER_QUERY
 from bench.peers.schema import answers, check_server
 from bench.procs import Child, CpuUse, graphql, tree_ticks
-from bench.report import SERVER, HTTPRow, Measured, Report
+from bench.report import SERVER, Measured, Report
 from bench.wrk import WrkResult, run_wrk
 from support.stack import Stack, children_of, free_port
 
@@ -474,9 +476,12 @@ def bench_bundle(report: Report) -> None:
                 dataclasses.replace(settings, duration_s=1.0), target.url, query, server=target.pids
             )
         runs: dict[str, list[Measured]] = {target.key: [] for target in targets}
-        for _ in range(settings.peer_rounds):
-            for target in targets:
-                runs[target.key].append(measure(settings, target.url, query, server=target.pids))
+        each = dataclasses.replace(settings, duration_s=settings.bundle_seconds)
+        for index in range(settings.bundle_rounds):
+            order = list(targets)
+            random.Random(index).shuffle(order)  # no target always right after another
+            for target in order:
+                runs[target.key].append(measure(each, target.url, query, server=target.pids))
     for target in targets:
         best = max((run.wrk for run in runs[target.key]), key=lambda r: r.requests_per_s)
         report.add_rounds(target.key, target.label + " { hello }", best, runs[target.key])
@@ -485,31 +490,36 @@ def bench_bundle(report: Report) -> None:
             if target.key != "bundle_strawberry":
                 report.compare(target.key, "bundle_strawberry", "strawberry")
     report.notes["bundle"] = (
-        f"{settings.peer_rounds} interleaved rounds through the same nginx files, best req/s "
-        "and median server CPU per request (the server's process tree, not nginx, from /proc)"
+        f"{settings.bundle_rounds} interleaved rounds of {settings.bundle_seconds:g} s through "
+        "the same nginx files, best req/s and median server CPU per request (the server's "
+        "process tree, not nginx, from /proc)"
     )
     for on_key, off_key, name in (
         ("bundle_shipped", "bundle_quiet", "bundle logs+metrics cost"),
         ("bundle_base_shipped", "bundle_base_quiet", "bundle logs+metrics cost, baseline"),
     ):
-        line = logs_metrics_cost(report.row(on_key), report.row(off_key))
-        if line is not None:
-            report.notes[name] = line
+        if on_key in runs and off_key in runs:
+            report.notes[name] = logs_metrics_cost(runs[on_key], runs[off_key])
 
 
-def logs_metrics_cost(shipped: HTTPRow | None, quiet: HTTPRow | None) -> str | None:
-    """What logs and metrics on cost against both off, from two rows of the same run: the
-    share of throughput (best req/s) and the server CPU per request (medians) they add."""
-    if shipped is None or quiet is None or shipped.result is None or quiet.result is None:
-        return None
-    if quiet.result.requests_per_s <= 0:
-        return None
-    share = 1.0 - shipped.result.requests_per_s / quiet.result.requests_per_s
-    line = f"{share:.1%} of throughput against logs+metrics off"
-    shipped_us, quiet_us = shipped.cpu_us, quiet.cpu_us
-    if shipped_us is not None and quiet_us is not None:
-        line += f", {shipped_us - quiet_us:+.1f} us server CPU per request ({quiet_us:.1f} off)"
-    return line
+def logs_metrics_cost(on: Sequence[Measured], off: Sequence[Measured]) -> str:
+    """What logs and metrics on cost against both off, from the interleaved rounds of one
+    run, paired round by round (the machine drifts between rounds more than within one): the
+    median share of throughput and the median server CPU per request they add."""
+    shares = [
+        1.0 - a.wrk.requests_per_s / b.wrk.requests_per_s
+        for a, b in zip(on, off, strict=True)
+        if b.wrk.requests_per_s > 0
+    ]
+    line = f"{statistics.median(shares):.1%} of throughput against logs+metrics off"
+    added = []
+    for a, b in zip(on, off, strict=True):
+        on_us, off_us = a.cpu[SERVER].us_per_request, b.cpu[SERVER].us_per_request
+        if on_us is not None and off_us is not None:
+            added.append(on_us - off_us)
+    if added:
+        line += f", {statistics.median(added):+.1f} us server CPU per request"
+    return line + f" (medians over {len(shares)} paired rounds)"
 
 
 def bench_fanout_node(report: Report) -> None:

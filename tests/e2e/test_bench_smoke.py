@@ -78,6 +78,8 @@ def test_every_bench_part_runs(tmp_path: Path) -> None:
         "BENCH_EVENTS": "5",
         "BENCH_IDLE_CONNECTIONS": "50",
         "BENCH_PEER_ROUNDS": "1",
+        "BENCH_BUNDLE_ROUNDS": "1",
+        "BENCH_BUNDLE_SECONDS": "1",
         "TMPDIR": str(tmp_path),
     }
     done = subprocess.run(
@@ -136,15 +138,15 @@ def test_process_tree_ticks_keep_a_reaped_child() -> None:
     assert after.ticks >= before.ticks
 
 
-def test_the_logs_and_metrics_cost_is_read_off_two_rows() -> None:
-    report = Report(BenchSettings())
-    on = WrkResult(900.0, 1.0, 2.0, requests=9000, non_2xx=0, socket_errors=0)
-    off = WrkResult(1000.0, 1.0, 2.0, requests=10000, non_2xx=0, socket_errors=0)
-    # 100 ticks of 10 ms: 1 s over 9,000 and 10,000 requests.
-    report.add("on", "on", Measured(on, {SERVER: CpuUse(100, 1, 9000)}))
-    report.add("off", "off", Measured(off, {SERVER: CpuUse(100, 1, 10000)}))
-    line = logs_metrics_cost(report.row("on"), report.row("off"))
-    assert line == (
-        "10.0% of throughput against logs+metrics off, +11.1 us server CPU per request (100.0 off)"
+def test_the_logs_and_metrics_cost_pairs_rounds() -> None:
+    def run(requests_per_s: float, ticks: int) -> Measured:
+        wrk = WrkResult(requests_per_s, 1.0, 2.0, requests=10000, non_2xx=0, socket_errors=0)
+        return Measured(wrk, {SERVER: CpuUse(ticks, 1, 10000)})
+
+    # Round by round: 10%, 20% and 5% of throughput; +10, +20 and +5 us (a tick is 10 ms).
+    on = [run(900.0, 110), run(1600.0, 120), run(1900.0, 105)]
+    off = [run(1000.0, 100), run(2000.0, 100), run(2000.0, 100)]
+    assert logs_metrics_cost(on, off) == (
+        "10.0% of throughput against logs+metrics off, +10.0 us server CPU per request "
+        "(medians over 3 paired rounds)"
     )
-    assert logs_metrics_cost(report.row("on"), report.row("missing")) is None
