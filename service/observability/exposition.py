@@ -1,7 +1,11 @@
 """Prometheus exposition under the supervisor: one HTTP server, in the arbiter.
 
-The arbiter runs prometheus-client's own exposition server (``start_http_server``, a daemon
-thread) on ``metrics_host:metrics_port``. Its registry holds only a ``MultiProcessCollector``
+The arbiter serves prometheus-client's WSGI exposition app (``make_wsgi_app``) from the
+stdlib's threading WSGI server in a daemon thread on ``metrics_host:metrics_port``, as
+prometheus-client's ``start_http_server`` does, but without the reverse DNS lookup of the
+bind address that the stdlib server makes when it binds (``socket.getfqdn``): where the
+resolver does not answer, that lookup waits out its timeouts, seconds, before the endpoint and
+the arbiter's readiness come up. Its registry holds only a ``MultiProcessCollector``
 over ``PROMETHEUS_MULTIPROC_DIR``, which reads the files every worker writes, so one scrape
 answers for all workers; the arbiter itself records no metrics. The hooks in
 ``service.supervisor.hooks`` start the server once (``when_ready``), close the forked copy of
@@ -15,9 +19,12 @@ time: defining them would create the arbiter's own multiprocess files.
 from __future__ import annotations
 
 import logging
-from wsgiref.simple_server import WSGIServer
+import socket
+import socketserver
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.settings import Settings
@@ -33,6 +40,42 @@ def multiprocess_registry(path: str | None = None) -> CollectorRegistry:
     return registry
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """No access line on stderr per scrape."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _MetricsServer(socketserver.ThreadingMixIn, WSGIServer):
+    """A thread per scrape (daemon threads: none outlives the arbiter), bound without looking
+    the host's name up: ``server_name`` is only the ``SERVER_NAME`` of the WSGI environ, which
+    the exposition app never reads, so the bind address stands in for it."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+        self.setup_environ()
+
+
+def serve_exposition(host: str, port: int, registry: CollectorRegistry) -> WSGIServer:
+    """Serve ``registry``'s exposition (``GET /metrics``, any path) on ``host:port`` from a
+    daemon thread; IPv6 when ``host`` is an IPv6 address. Raises ``OSError`` when the address
+    cannot be bound (or resolved)."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    server_class = type("MetricsServer", (_MetricsServer,), {"address_family": family})
+    server = server_class((sockaddr[0], port), _QuietHandler)
+    server.set_app(make_wsgi_app(registry))
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
 def start_metrics_server(settings: Settings, path: str | None = None) -> WSGIServer | None:
     """Serve the multiprocess exposition on ``settings.metrics_host:settings.metrics_port``.
 
@@ -46,9 +89,7 @@ def start_metrics_server(settings: Settings, path: str | None = None) -> WSGISer
     address = f"{settings.metrics_host}:{settings.metrics_port}"
     try:
         registry = multiprocess_registry(path)
-        server, _thread = start_http_server(
-            settings.metrics_port, addr=settings.metrics_host, registry=registry
-        )
+        server = serve_exposition(settings.metrics_host, settings.metrics_port, registry)
     except (OSError, ValueError) as exc:
         log.warning("metrics endpoint not started on %s: %s", address, exc)
         return None

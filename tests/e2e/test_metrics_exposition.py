@@ -221,3 +221,44 @@ def test_start_and_stop_in_process(tmp_path: Path) -> None:
     assert listening_inodes(os.getpid(), settings.metrics_port) == set()  # released
     missing = str(tmp_path / "missing")
     assert start_metrics_server(settings, path=missing) is None  # not a directory: a warning
+
+
+def test_the_endpoint_starts_without_a_name_lookup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stdlib server looks its bind address up by name (``socket.getfqdn``); ours must not,
+    or an unanswering resolver holds up the arbiter. It still answers as prometheus-client's
+    app does: the exposition, gzipped when asked, and 200 for ``/`` too."""
+
+    def no_lookup(*args: object) -> str:
+        raise AssertionError("the metrics server looked a name up")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    monkeypatch.setattr(socket, "gethostbyaddr", no_lookup)
+    for host, connect in (("127.0.0.1", "127.0.0.1"), ("::1", "::1")):
+        settings = Settings(metrics_host=host, metrics_port=free_port())
+        try:
+            server = start_metrics_server(settings, path=str(tmp_path))
+        except OSError:  # pragma: no cover - a host without IPv6 loopback
+            assert host == "::1"
+            continue
+        if server is None:
+            assert host == "::1", "the IPv4 endpoint did not start"
+            continue
+        try:
+            conn = http.client.HTTPConnection(connect, settings.metrics_port, timeout=10)
+            try:
+                conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+                response = conn.getresponse()
+                body = response.read()
+                assert response.status == 200, body
+                assert response.getheader("content-encoding") == "gzip"
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                assert response.status == 200
+                assert response.getheader("content-type", "").startswith(TEXT_FORMAT)
+                response.read()
+            finally:
+                conn.close()
+        finally:
+            stop_metrics_server(server)
