@@ -54,6 +54,10 @@ class _MetricsServer(socketserver.ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
 
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily) -> None:
+        self.address_family = family  # read when the socket is made, in the base ``__init__``
+        super().__init__(address, _QuietHandler)
+
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
@@ -69,8 +73,7 @@ def serve_exposition(host: str, port: int, registry: CollectorRegistry) -> WSGIS
     family, _, _, _, sockaddr = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-    server_class = type("MetricsServer", (_MetricsServer,), {"address_family": family})
-    server = server_class((sockaddr[0], port), _QuietHandler)
+    server = _MetricsServer((str(sockaddr[0]), port), family)
     server.set_app(make_wsgi_app(registry))
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -226,11 +226,24 @@ class LineWriter:
     Pending lines are copied into one buffer allocated once, not kept as objects: holding a few
     hundred line objects until each flush and then freeing them all at once made the allocator
     hand memory back to the kernel and fault it in again (measured in a worker: 1.5 page
-    faults and 8 us of system time per request line)."""
+    faults and 8 us of system time per request line).
+
+    Lines can also wait as their values: ``deferred`` holds tuples its owner appended (the
+    worker's request logger, ``Logs.request_logger``), which ``render`` (set before the first
+    one) turns into lines, in order, with the entries around them: at ``render_deferred``,
+    which the owner calls when ``DEFER_MAX`` entries wait (else it calls ``schedule``),
+    before the next ``write`` (so lines keep their order) and at the next ``flush``. Measured in
+    ``bench/hotpath.py``: request lines built in batches cost about 60% of lines built each in
+    its request's own turn, where their code and data are cold (4.1 against 6.7 µs per
+    ``{ hello }`` request). Through nginx, batches of 256 lines cost less than batches of 64
+    (each batch starts cold); at 30,000 requests/s a batch waits about 8 ms, and
+    ``FLUSH_INTERVAL_S`` bounds the wait when traffic is slow. Holding at most ``DEFER_MAX``
+    small tuples keeps memory flat; a batch larger than the buffer goes out in one ``write`` of
+    its own."""
 
     FLUSH_INTERVAL_S = 0.1
     FLUSH_BYTES = 65_536
-    #: Most entries ``defer`` holds before rendering them (see ``defer``).
+    #: Most entries ``deferred`` holds before they are rendered.
     DEFER_MAX = 256
 
     __slots__ = ("buffer", "capacity", "deferred", "fd", "render", "scheduled", "stream", "used")
@@ -248,29 +261,11 @@ class LineWriter:
         self.deferred: list[tuple[Any, ...]] = []  # entries ``render`` has not turned into lines
         self.render: Callable[[list[tuple[Any, ...]]], bytes] | None = None
 
-    def defer(self, entry: tuple[Any, ...]) -> None:
-        """Keep ``entry`` (a tuple of a line's values) and make its line later, with the
-        entries around it, through ``render`` (set before the first call): before the next
-        ``write`` (so lines keep their order), at the next ``flush``, or when ``DEFER_MAX``
-        entries wait. Measured in ``bench/hotpath.py``: request lines built in batches cost about
-        60% of lines built each in its request's own turn, where their code and data are cold
-        (4.1 against 6.7 µs per ``{ hello }`` request). Through nginx, batches of 256 lines
-        cost less than batches of 64 (each batch starts cold); at 30,000 requests/s a batch
-        waits about 8 ms, and ``FLUSH_INTERVAL_S`` bounds the wait when traffic is slow.
-        Holding at most ``DEFER_MAX`` small tuples keeps memory flat (see the class note); a
-        batch larger than the buffer goes out in one ``write`` of its own."""
-        deferred = self.deferred
-        deferred.append(entry)
-        if len(deferred) >= self.DEFER_MAX:
-            self.render_deferred()
-        elif self.scheduled is None:
-            self.schedule()
-
     def render_deferred(self) -> None:
-        """Make the lines of the entries ``defer`` holds (``deferred`` stays the same list)."""
+        """Make the lines of the entries ``deferred`` holds (it stays the same list)."""
         entries = self.deferred[:]
         self.deferred.clear()
-        assert self.render is not None, "defer() needs a render function"
+        assert self.render is not None, "deferred entries need a render function"
         self._put(self.render(entries))
 
     def write(self, line: bytes) -> None:
@@ -343,12 +338,27 @@ class FastLines:
         self.timestamp = _Timestamp()
 
     def emit(self, logger: str, level: str, event: str, fields: dict[str, Any]) -> None:
-        line: dict[str, Any] = {"logger": logger, **fields, "event": event, "level": level}
-        line["timestamp"] = self.timestamp.now()
-        line["pid"] = self.pid
-        if self.slot is not None:
-            line["slot"] = self.slot
-        self.writer.write(_line_bytes(line))
+        timestamp = self.timestamp.now()
+        self.writer.write(_line(logger, fields, event, level, timestamp, self.pid, self.slot))
+
+
+def _line(
+    logger: str,
+    fields: dict[str, Any],
+    event: str,
+    level: str,
+    timestamp: str,
+    pid: int,
+    slot: int | None,
+) -> bytes:
+    """A JSON line: ``logger``, the line's own ``fields``, ``event``, ``level``,
+    ``timestamp``, ``pid`` and (in a supervised worker) ``slot``, in that order."""
+    line: dict[str, Any] = {"logger": logger, **fields, "event": event, "level": level}
+    line["timestamp"] = timestamp
+    line["pid"] = pid
+    if slot is not None:
+        line["slot"] = slot
+    return _line_bytes(line)
 
 
 def _line_bytes(line: dict[str, Any]) -> bytes:
@@ -496,28 +506,12 @@ def _level_of(status: int) -> str:
 
 
 def _request_line(entry: tuple[Any, ...], timestamp: _Timestamp, pid: int, slot: int) -> bytes:
-    """The request line of one deferred entry (in ``_RequestLines``'s order) built as a dict,
-    as ``FastLines.emit`` builds it: the path for what the templates cannot encode."""
-    line: dict[str, Any] = {
-        "logger": "service.request",
-        "request_id": entry[0],
-        "method": entry[1],
-        "path": entry[2],
-        "status": entry[3],
-        "duration_ms": duration_ms(entry[4]),
-        "operation_type": entry[5],
-        "operation_name": entry[6],
-        "remote": entry[7],
-        "user": entry[8],
-        "event": "request",
-        "level": _level_of(entry[3]),
-        "timestamp": timestamp.at(entry[9]),
-        "pid": pid,
-        "slot": slot,
-    }
-    if entry[8] is None:
-        del line["user"]
-    return _line_bytes(line)
+    """The request line of one deferred entry (in ``_RequestLines``'s order) as
+    ``FastLines.emit`` builds it: the path for what the templates cannot encode."""
+    fields = _fields(*entry[:9])
+    return _line(
+        "service.request", fields, "request", _level_of(entry[3]), timestamp.at(entry[9]), pid, slot
+    )
 
 
 def duration_ms(duration_s: float) -> float:
@@ -541,18 +535,43 @@ def _request_fields(
     request: HTTPRequest, response: HTTPResponse, duration_s: float
 ) -> dict[str, Any]:
     """The fields of the ``request`` line, on either path (fast JSON or structlog)."""
+    return _fields(
+        request.request_id,
+        request.method,
+        request.path,
+        response.status,
+        duration_s,
+        response.operation_type,
+        response.operation_name,
+        request.remote,
+        response.user,
+    )
+
+
+def _fields(
+    request_id: str,
+    method: str,
+    path: str,
+    status: int,
+    duration_s: float,
+    operation_type: str,
+    operation_name: str | None,
+    remote: str | None,
+    user: str | None,
+) -> dict[str, Any]:
+    """The ``request`` line's fields from their values; ``user`` only when there is one."""
     fields: dict[str, Any] = {
-        "request_id": request.request_id,
-        "method": request.method,
-        "path": request.path,
-        "status": response.status,
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "status": status,
         "duration_ms": duration_ms(duration_s),
-        "operation_type": response.operation_type,
-        "operation_name": response.operation_name,
-        "remote": request.remote,
+        "operation_type": operation_type,
+        "operation_name": operation_name,
+        "remote": remote,
     }
-    if response.user is not None:
-        fields["user"] = response.user
+    if user is not None:
+        fields["user"] = user
     return fields
 
 
@@ -633,13 +652,12 @@ class Logs:
             return log_any
 
         # A worker's line, the one of every request: its values kept in the request's turn
-        # (``LineWriter.defer``), the line built with the others of its batch, in one place, in
-        # the order ``emit`` gives it (``tests/unit/test_request_line.py`` checks the bytes are
-        # the same).
+        # (``LineWriter.deferred``, never replaced), the line built with the others of its
+        # batch, in one place, in the order ``emit`` gives it (``tests/unit/test_request_line.py``
+        # checks the bytes are the same).
         writer = fast.writer
         clock = time.time_ns
         writer.render = _RequestLines(fast.timestamp, fast.pid, slot)
-        # ``writer.defer`` inlined (one call less per request): ``deferred`` is never replaced.
         deferred = writer.deferred
         keep = deferred.append
         defer_max = writer.DEFER_MAX

@@ -226,15 +226,9 @@ class PrometheusRecorder:
         if all(map(kind.__eq__, map(_KIND, answered))):
             self._count_one_kind(kind, answered)
             return
-        # ``request`` and ``duration`` inlined: a batch is up to ``ANSWERED_MAX`` of each.
-        requests = self._requests
-        by_name = self._by_name
         for transport, operation_type, status, name, seconds in answered:
-            key = (transport, operation_type, status)
-            requests[key] = requests.get(key, 0) + 1
-            pending = by_name.get((operation_type, name)) or self._pending_for(operation_type, name)
-            pending.total += seconds
-            pending.counts[bisect_left(_BOUNDS, seconds)] += 1
+            self.request(transport, operation_type, status)
+            self.duration(operation_type, name, seconds)
 
     def _count_one_kind(
         self, kind: tuple[str, str, str, str | None], answered: list[tuple[Any, ...]]

@@ -39,12 +39,12 @@ from service.settings import Settings
 
 log = logging.getLogger("service.supervisor.worker")
 
-#: Signals meant for the arbiter that a worker receives by mistake (or, for USR1, forwarded by
-#: the arbiter's log reopening): ignored until the loop runs, then a logged no-op.
 #: On a graceful stop or reload, idle keep-alive connections from nginx stay open this long
 #: (``Server.close``'s ``idle_linger_s``): a request nginx sends on one as the stop begins is
 #: answered (with ``connection: close``) instead of meeting a closed socket.
 IDLE_LINGER_S = 1.0
+#: Signals meant for the arbiter that a worker receives by mistake (or, for USR1, forwarded by
+#: the arbiter's log reopening): ignored until the loop runs, then a logged no-op.
 STRAY_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH)
 _WHY_IGNORED = {
     signal.SIGUSR1: "logs go to stderr, no file to reopen",
